@@ -1,0 +1,9 @@
+// fastify-mtls-auth: the pure verifier core (the Fastify plugin wraps these).
+export { verifyCertificateChain } from './verify/verify.js'
+export { compilePolicy, validatePolicy, PolicyError } from './policy.js'
+export { buildIdentity } from './identity.js'
+export type {
+  CertificateInput, ClientIdentity, DistinguishedName, LabelledCertificate, Matcher, NameAttribute, Policy,
+  RejectionCode, SubjectAltNames, TrustAnchorInfo, TrustAnchorInput, VerificationCode, VerifyFailure,
+  VerifyOptions, VerifyPurpose, VerifyResult, VerifySuccess
+} from './types.js'
