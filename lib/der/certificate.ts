@@ -71,6 +71,8 @@ export interface ParsedCertificate {
   readonly crlDistributionPoints: readonly string[] | undefined
   /** OIDs of critical extensions this verifier does not process */
   readonly unknownCritical: readonly string[]
+  /** why the serial number breaks RFC 5280 4.1.2.2 (anchors are exempt: old roots have serial 0) */
+  readonly serialError: string | undefined
   /** RFC 5280 profile violations found while parsing (the verifier turns these into rejections) */
   readonly profileErrors: readonly string[]
   readonly selfIssued: boolean
@@ -320,8 +322,9 @@ export function parseCertificate (der: Buffer, sha256?: Buffer): ParsedCertifica
     }
   }
 
-  if (serial <= 0n) profileErrors.push('serial number must be positive (RFC 5280 4.1.2.2)')
-  if (serialContent.length > 20) profileErrors.push('serial number longer than 20 octets (RFC 5280 4.1.2.2)')
+  const serialError = serial <= 0n
+    ? 'serial number must be positive (RFC 5280 4.1.2.2)'
+    : serialContent.length > 20 ? 'serial number longer than 20 octets (RFC 5280 4.1.2.2)' : undefined
   if (version !== 3) profileErrors.push(`version ${version} certificate (only v3 is accepted)`)
   if (issuer.empty) profileErrors.push('empty issuer name (RFC 5280 4.1.2.4)')
   if (subject.empty && (subjectAltNames === undefined || !sanCritical)) {
@@ -377,6 +380,7 @@ export function parseCertificate (der: Buffer, sha256?: Buffer): ParsedCertifica
     authorityKeyId,
     crlDistributionPoints,
     unknownCritical,
+    serialError,
     profileErrors,
     selfIssued,
     get x509 () {

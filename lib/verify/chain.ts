@@ -129,6 +129,7 @@ function checkStructure (path: ParsedCertificate[], anchor: TrustAnchor): Failur
     const isIssuer = i > 0
     const first = c.profileErrors[0]
     if (first !== undefined) return chainInvalid(c, first)
+    if (c.serialError !== undefined && c !== anchor.cert) return chainInvalid(c, c.serialError)
     if (c.unknownCritical.length > 0) return chainInvalid(c, `unknown critical extension ${c.unknownCritical.join(', ')}`)
     const aki = c.authorityKeyId
     if (!c.selfIssued && aki?.keyId === undefined) return chainInvalid(c, 'no authorityKeyIdentifier keyIdentifier (RFC 5280 4.2.1.1)')
