@@ -1,9 +1,9 @@
 // A verified path -> ClientIdentity: every name from the DER, nothing split out of Node's strings.
-import { createHash } from 'node:crypto'
 import type { ParsedCertificate } from './der/certificate.js'
 import { ipToString } from './der/general-name.js'
 import type { ParsedName } from './der/name.js'
-import type { ClientIdentity, DistinguishedName, SubjectAltNames, TrustAnchorInfo } from './types.js'
+import { getCertificate } from './der/store.js'
+import type { ClientIdentity, DistinguishedName, SubjectAltNames, TrustAnchorInfo, VerifySuccess } from './types.js'
 
 function publicName (n: ParsedName): DistinguishedName {
   return Object.freeze({ rdns: n.rdns, attributes: n.attributes, rfc4514: n.rfc4514 })
@@ -53,9 +53,10 @@ export interface IdentityInput {
   source: 'tls' | 'forwarded'
 }
 
-export function buildIdentity ({ path, trustAnchor, source }: IdentityInput): ClientIdentity {
+/** The identity of a verified path (the plugin's hot path: the path is already parsed). */
+export function identityFromPath ({ path, trustAnchor, source }: IdentityInput): ClientIdentity {
   const leaf = path[0]
-  if (leaf === undefined) throw new TypeError('buildIdentity needs a non-empty path')
+  if (leaf === undefined) throw new TypeError('identityFromPath needs a non-empty path')
   const san = sans(leaf)
   return Object.freeze({
     source,
@@ -75,4 +76,8 @@ export function buildIdentity ({ path, trustAnchor, source }: IdentityInput): Cl
   })
 }
 
-export const sha256 = (b: Buffer): Buffer => createHash('sha256').update(b).digest()
+/** The ClientIdentity of a successful verifyCertificateChain result. */
+export function buildIdentity (verified: VerifySuccess, source: 'tls' | 'forwarded' = 'tls'): ClientIdentity {
+  if (verified?.ok !== true || !Array.isArray(verified.chain)) throw new TypeError('buildIdentity needs a successful verifyCertificateChain result')
+  return identityFromPath({ path: verified.chain.map((c) => getCertificate(c.raw)), trustAnchor: verified.trustAnchor, source })
+}

@@ -7,3 +7,8 @@ export type {
   RejectionCode, SubjectAltNames, TrustAnchorInfo, TrustAnchorInput, VerificationCode, VerifyFailure,
   VerifyOptions, VerifyPurpose, VerifyResult, VerifySuccess
 } from './types.js'
+export {
+  MtlsCertMissingError, MtlsCertUntrustedError, MtlsCertExpiredError, MtlsCertNotYetValidError, MtlsChainInvalidError,
+  MtlsCertPurposeError, MtlsCertWeakError, MtlsCertRevokedError, MtlsRevocationUnknownError, MtlsCertMalformedError,
+  MtlsForwardedUntrustedError, MtlsForbiddenError, MtlsReloadInvalidError, MtlsInvalidOptionsError, rejectionError
+} from './errors.js'
