@@ -110,6 +110,8 @@ interface Context {
   readonly onCheckError: (err: unknown) => void
 }
 
+const ignore = (): void => {}
+
 export function compilePolicy<Req = unknown> (policy: Policy<Req>, options: CompileOptions = {}): CompiledPolicy<Req> {
   const { anchorNames, onCheckError } = options
   if (anchorNames !== undefined && (!Array.isArray(anchorNames) || !anchorNames.every(name => typeof name === 'string'))) {
@@ -120,7 +122,7 @@ export function compilePolicy<Req = unknown> (policy: Policy<Req>, options: Comp
   }
   const context: Context = {
     anchorNames: anchorNames === undefined ? null : new Set(anchorNames),
-    onCheckError: onCheckError ?? (() => {})
+    onCheckError: onCheckError ?? ignore
   }
   const root = compileNode<Req>(policy, 'policy', context, new Set())
   const predicate = root.hasAsync
@@ -134,7 +136,7 @@ export function compilePolicy<Req = unknown> (policy: Policy<Req>, options: Comp
 
 /** Throws a PolicyError when `policy` is not a valid Policy. `path` names it in messages. */
 export function validatePolicy (policy: unknown, path: string = 'policy'): void {
-  compileNode(policy, path, { anchorNames: null, onCheckError: () => {} }, new Set())
+  compileNode(policy, path, { anchorNames: null, onCheckError: ignore }, new Set())
 }
 
 function compileNode<Req> (policy: unknown, path: string, context: Context, ancestors: Set<object>): Node<Req> {
@@ -627,10 +629,10 @@ function maskByte (prefixLength: number, index: number): number {
 
 function inRange (address: Uint8Array, range: IpRange): boolean {
   if (address.length !== range.bytes.length) return false
-  for (let i = 0; i < address.length; i++) {
+  for (const [i, byte] of address.entries()) {
     const mask = maskByte(range.prefixLength, i)
     if (mask === 0) return true
-    if (((address[i] ?? 0) & mask) !== range.bytes[i]) return false
+    if ((byte & mask) !== range.bytes[i]) return false
   }
   return true
 }
@@ -650,13 +652,12 @@ function parseIp (text: string): Uint8Array | null {
   return text.includes(':') ? parseIPv6(text) : parseIPv4(text)
 }
 
-function parseIPv4 (text: string): Uint8Array | null {
+function parseIPv4 (text: string): Buffer | null {
   const parts = text.split('.')
   if (parts.length !== 4) return null
-  const bytes = new Uint8Array(4)
-  for (let i = 0; i < 4; i++) {
+  const bytes = Buffer.alloc(4)
+  for (const [i, part] of parts.entries()) {
     // No leading zeros: 010 is octal to some parsers and decimal to others.
-    const part = parts[i] ?? ''
     if (!/^(?:0|[1-9][0-9]{0,2})$/.test(part) || Number(part) > 255) return null
     bytes[i] = Number(part)
   }
@@ -669,7 +670,7 @@ function parseIPv6 (text: string): Uint8Array | null {
     const lastColon = text.lastIndexOf(':')
     const ipv4 = parseIPv4(text.slice(lastColon + 1))
     if (ipv4 === null) return null
-    hex = `${text.slice(0, lastColon + 1)}${((ipv4[0] ?? 0) << 8 | (ipv4[1] ?? 0)).toString(16)}:${((ipv4[2] ?? 0) << 8 | (ipv4[3] ?? 0)).toString(16)}`
+    hex = `${text.slice(0, lastColon + 1)}${ipv4.readUInt16BE(0).toString(16)}:${ipv4.readUInt16BE(2).toString(16)}`
   }
   const gap = hex.indexOf('::')
   let groups: string[]
@@ -683,21 +684,19 @@ function parseIPv6 (text: string): Uint8Array | null {
     if (left.length + right.length > 7) return null
     groups = [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right]
   }
-  const bytes = new Uint8Array(16)
-  for (let i = 0; i < 8; i++) {
-    const group = groups[i] ?? ''
+  const bytes = Buffer.alloc(16)
+  for (const [i, group] of groups.entries()) {
     if (!/^[0-9A-Fa-f]{1,4}$/.test(group)) return null
-    const value = parseInt(group, 16)
-    bytes[i * 2] = value >> 8
-    bytes[i * 2 + 1] = value & 0xff
+    bytes.writeUInt16BE(parseInt(group, 16), i * 2)
   }
   return bytes
 }
 
 function formatIp (bytes: Uint8Array): string {
   if (bytes.length === 4) return bytes.join('.')
+  const buffer = Buffer.from(bytes)
   const groups: string[] = []
-  for (let i = 0; i < 16; i += 2) groups.push((((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0)).toString(16))
+  for (let i = 0; i < 16; i += 2) groups.push(buffer.readUInt16BE(i).toString(16))
   // Plain uncompressed text is enough for a hint in an error message.
   return groups.join(':')
 }
@@ -719,19 +718,17 @@ function describe (value: unknown): string {
 }
 
 function suggest (key: string, known: readonly string[]): string {
-  const close = known.find(candidate => editDistance(key.toLowerCase(), candidate.toLowerCase()) <= 2)
+  const close = known.find(candidate => oneEditApart(key.toLowerCase(), candidate.toLowerCase()))
   return close === undefined ? `; known keys: ${known.join(', ')}` : ` (did you mean ${JSON.stringify(close)}?)`
 }
 
-function editDistance (a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i]
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1
-      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + cost))
-    }
-    previous = current
-  }
-  return previous[b.length] ?? 0
+/** Equal, or one substitution, insertion, deletion or swap of neighbours apart: the usual typos. */
+function oneEditApart (a: string, b: string): boolean {
+  if (Math.abs(a.length - b.length) > 1) return false
+  let i = 0
+  while (i < a.length && a.charAt(i) === b.charAt(i)) i++
+  return a.slice(i + 1) === b.slice(i + 1) ||
+    a.slice(i) === b.slice(i + 1) ||
+    a.slice(i + 1) === b.slice(i) ||
+    (a.charAt(i) === b.charAt(i + 1) && a.charAt(i + 1) === b.charAt(i) && a.slice(i + 2) === b.slice(i + 2))
 }
