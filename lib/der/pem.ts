@@ -1,6 +1,6 @@
 // PEM and DER input handling shared by certificates and CRLs.
 
-const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([A-Za-z0-9+/=\r\n\t ]*?)-----END \1-----/g
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([^-]*?)-----END \1-----/g
 
 export class InputError extends TypeError {
   constructor (message: string) {
