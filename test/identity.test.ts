@@ -70,7 +70,7 @@ t.test('special characters in values never become extra attributes', async (t) =
   t.equal(id.subject.rdns.length, 3)
   t.same(Object.keys(id.subject.attributes).sort(), ['CN', 'O', 'OU'])
   t.equal(id.subject.rfc4514, 'OU=\\#hash,O=\\ lead and trail\\ ,CN=evil\\,O\\=Admins\\+CN\\=root\\\\\\"x\\"\\0a\\00\\=\\;\\<\\>#')
-  t.notMatch(id.subject.rfc4514, /\n|\u0000/, 'no raw newline or NUL in the string form')
+  t.notOk(id.subject.rfc4514.includes('\n') || id.subject.rfc4514.includes('\u0000'), 'no raw newline or NUL in the string form')
 })
 
 t.test('SANs by type; text that looks like another SAN stays one value', async (t) => {

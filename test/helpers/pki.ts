@@ -40,7 +40,7 @@
  *   - CRL entries are written with a positive, minimal serial, and reason 0
  *     (unspecified) is written as no reason code.
  */
-import './reflect-metadata.js'
+import 'reflect-metadata'
 import { Buffer } from 'node:buffer'
 import { createHash, generateKeyPair, randomBytes, webcrypto, X509Certificate, type KeyObject } from 'node:crypto'
 import { isIPv4, isIPv6 } from 'node:net'
@@ -894,7 +894,7 @@ export interface CrlSpec {
 }
 
 /** ReasonFlags bits (RFC 5280 4.2.1.13); not the CRLReason codes of CRL entries */
-export type ReasonFlagName = Exclude<keyof typeof ax.ReasonFlags, 'unused'> | 'unused'
+export type ReasonFlagName = keyof typeof ax.ReasonFlags
 
 export interface Crl { der: Buffer, pem: string }
 
