@@ -46,6 +46,11 @@ interface Failure { rank: number, code: VerificationCode, message: string }
 
 const signatureMemo = new LruCache<string, boolean>(8192)
 
+/** For tests and benchmarks: forget remembered signature checks. */
+export function clearSignatureMemo (): void {
+  signatureMemo.clear()
+}
+
 function describe (c: ParsedCertificate): string {
   return `"${c.subject.rfc4514 || '(empty subject)'}" (serial ${c.serialHex})`
 }
