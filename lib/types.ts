@@ -54,7 +54,7 @@ export interface VerifyOptions {
   purpose?: VerifyPurpose
   /** Require the clientAuth EKU to be present (default false: a leaf without EKU is valid for any purpose). */
   requireClientAuthEku?: boolean
-  /** Maximum path length in certificates, leaf and anchor counted (default 8). */
+  /** Maximum path length in certificates, leaf and anchor counted, self-issued intermediates (CA key rollover) not counted (default 8). */
   maxChainLength?: number
   /** Minimum RSA modulus size in bits (default 2048). */
   minRsaBits?: number

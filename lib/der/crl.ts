@@ -25,6 +25,8 @@ export interface ParsedCrl {
   readonly crlNumber: bigint | undefined
   readonly authorityKeyId: Buffer | undefined
   readonly isDelta: boolean
+  /** which certificates the CRL covers (issuingDistributionPoint onlyContainsUserCerts / onlyContainsCACerts) */
+  readonly scope: CrlScope
   /** Why this CRL cannot be used as complete revocation data for its issuer, if it cannot. */
   readonly unusableReason: string | undefined
   /** revoked serials (as bigint) */
@@ -33,7 +35,10 @@ export interface ParsedCrl {
 
 export const MAX_CRL_BYTES = 16 * 1024 * 1024
 
-function parseIdp (v: Buffer): string | undefined {
+export type CrlScope = 'all' | 'user' | 'ca'
+
+/** The scope an issuingDistributionPoint gives a CRL, or why the CRL cannot be used. */
+function parseIdp (v: Buffer): { scope: CrlScope, unusable?: string } {
   const r = DerReader.of(parseOne(v, 'issuingDistributionPoint'))
   const dp = r.optional(ctx(0, true))
   const onlyUser = r.optional(ctx(1, false))
@@ -42,14 +47,22 @@ function parseIdp (v: Buffer): string | undefined {
   const indirect = r.optional(ctx(4, false))
   const onlyAttr = r.optional(ctx(5, false))
   r.done('issuingDistributionPoint')
-  const flag = (t: typeof onlyUser, what: string): boolean => t !== undefined && readBoolean({ ...t, tag: TAG.BOOLEAN }, what)
-  if (dp !== undefined) return 'issuingDistributionPoint names a distribution point (partitioned CRLs are not supported)'
-  if (flag(onlyUser, 'onlyContainsUserCerts')) return 'CRL scope limited to end-entity certificates'
-  if (flag(onlyCa, 'onlyContainsCACerts')) return 'CRL scope limited to CA certificates'
-  if (someReasons !== undefined) return 'CRL covers only some revocation reasons'
-  if (flag(indirect, 'indirectCRL')) return 'indirect CRLs are not supported'
-  if (flag(onlyAttr, 'onlyContainsAttributeCerts')) return 'CRL scope limited to attribute certificates'
-  return undefined
+  const flag = (t: typeof onlyUser, what: string): boolean => {
+    if (t === undefined) return false
+    // DEFAULT FALSE must be omitted in DER
+    if (!readBoolean({ ...t, tag: TAG.BOOLEAN }, what)) throw new DerError(`${what}: DEFAULT FALSE must be omitted in DER`)
+    return true
+  }
+  const user = flag(onlyUser, 'onlyContainsUserCerts')
+  const ca = flag(onlyCa, 'onlyContainsCACerts')
+  const attr = flag(onlyAttr, 'onlyContainsAttributeCerts')
+  if (Number(user) + Number(ca) + Number(attr) > 1) throw new DerError('issuingDistributionPoint: more than one onlyContains flag')
+  const scope: CrlScope = user ? 'user' : ca ? 'ca' : 'all'
+  if (dp !== undefined) return { scope, unusable: 'issuingDistributionPoint names a distribution point (partitioned CRLs are not supported)' }
+  if (someReasons !== undefined) return { scope, unusable: 'CRL covers only some revocation reasons' }
+  if (flag(indirect, 'indirectCRL')) return { scope, unusable: 'indirect CRLs are not supported' }
+  if (attr) return { scope, unusable: 'CRL scope limited to attribute certificates' }
+  return { scope }
 }
 
 export function parseCrl (der: Buffer): ParsedCrl {
@@ -112,6 +125,7 @@ export function parseCrl (der: Buffer): ParsedCrl {
   let crlNumber: bigint | undefined
   let authorityKeyId: Buffer | undefined
   let isDelta = false
+  let scope: CrlScope = 'all'
   const extTlv = r.optional(ctx(0, true))
   r.done('tbsCertList')
   if (extTlv !== undefined) {
@@ -143,9 +157,12 @@ export function parseCrl (der: Buffer): ParsedCrl {
         case OID.deltaCrlIndicator:
           isDelta = true
           break
-        case OID.issuingDistributionPoint:
-          unusableReason ??= parseIdp(value)
+        case OID.issuingDistributionPoint: {
+          const idp = parseIdp(value)
+          scope = idp.scope
+          unusableReason ??= idp.unusable
           break
+        }
         default:
           if (critical) unusableReason ??= `unknown critical CRL extension ${oid}`
       }
@@ -167,6 +184,7 @@ export function parseCrl (der: Buffer): ParsedCrl {
     crlNumber,
     authorityKeyId,
     isDelta,
+    scope,
     unusableReason,
     revoked
   })

@@ -219,8 +219,11 @@ function checkRevocation (path: ParsedCertificate[], o: PathOptions): Revocation
     if (mine.length === 0) continue
     const reasons: string[] = []
     let best: ParsedCrl | undefined
+    const isCa = c.basicConstraints?.ca === true
     for (const crl of mine) {
-      const why = crlUnusable(crl, issuer, o)
+      const why = crl.scope === 'user' && isCa
+        ? 'CRL scope limited to end-entity certificates'
+        : crl.scope === 'ca' && !isCa ? 'CRL scope limited to CA certificates' : crlUnusable(crl, issuer, o)
       if (why !== undefined) {
         reasons.push(why)
       } else if (best === undefined || crl.thisUpdate > best.thisUpdate) {
@@ -282,7 +285,8 @@ export function verifyPath (leaf: ParsedCertificate, o: PathOptions): PathResult
   let best: Failure | undefined
   const countsToward = (c: ParsedCertificate): number => (c.selfIssued ? 0 : 1)
 
-  const search = (path: ParsedCertificate[], counted: number): PathResult | undefined => {
+  // probe: only asks whether any path reaches an anchor (used to tell "too long" from "untrusted")
+  const search = (path: ParsedCertificate[], counted: number, limit: number, probe: boolean): PathResult | undefined => {
     const cur = path[path.length - 1] as ParsedCertificate
     const check = (cand: ParsedCertificate): boolean => {
       if (sigChecks >= MAX_SIGNATURE_CHECKS) {
@@ -296,6 +300,9 @@ export function verifyPath (leaf: ParsedCertificate, o: PathOptions): PathResult
     for (const anchor of anchors) {
       if (anchor.cert === cur) continue
       if (!check(anchor.cert)) continue
+      if (probe) {
+        return { ok: false, code: 'FST_MTLS_CHAIN_INVALID', message: `the only path to a trust anchor has ${counted + 1} certificates, more than maxChainLength ${o.maxChainLength}` }
+      }
       const r = validatePath([...path, anchor.cert], anchor, o)
       if ('ok' in r) return r
       if (best === undefined || r.rank > best.rank) best = r
@@ -316,23 +323,26 @@ export function verifyPath (leaf: ParsedCertificate, o: PathOptions): PathResult
       // no certificate twice, and no (name, key) pair twice: cycles end here
       if (path.some((p) => p === cand || (p.subject.key === cand.subject.key && p.spki.equals(cand.spki)))) continue
       const nextCount = counted + countsToward(cand)
-      if (nextCount + 1 > o.maxChainLength) {
+      if (nextCount + 1 > limit) {
         lengthCut = true
         continue
       }
       if (!check(cand)) continue
-      const r = search([...path, cand], nextCount)
+      const r = search([...path, cand], nextCount, limit, probe)
       if (r !== undefined) return r
       if (exhausted) return undefined
     }
     return undefined
   }
 
-  const found = search([leaf], 1)
+  const found = search([leaf], 1, o.maxChainLength, false)
   if (found !== undefined) return found
   if (best !== undefined) return { ok: false, code: best.code, message: best.message }
+  if (lengthCut && !exhausted) {
+    const tooLong = search([leaf], 1, MAX_PATH_CERTS, true)
+    if (tooLong !== undefined) return tooLong
+  }
   if (exhausted) return { ok: false, code: 'FST_MTLS_CERT_UNTRUSTED', message: `path building stopped after ${MAX_SIGNATURE_CHECKS} signature checks without reaching a trust anchor` }
-  if (lengthCut) return { ok: false, code: 'FST_MTLS_CHAIN_INVALID', message: `no path to a trust anchor within maxChainLength ${o.maxChainLength}` }
   if (leaf.selfIssued && certSignedBy(leaf, leaf)) {
     return { ok: false, code: 'FST_MTLS_CERT_UNTRUSTED', message: `${describe(leaf)} is self-signed and not issued by a trusted CA` }
   }

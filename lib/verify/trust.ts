@@ -72,7 +72,12 @@ export class TrustStore {
         certs = parseList(item as CertificateInput, what)
       }
       for (const cert of certs) {
-        if (!this.index.add(cert)) continue
+        if (!this.index.add(cert)) {
+          const earlier = this.byHash.get(cert.sha256.toString('latin1')) as TrustAnchor
+          // the same CA under two labels would make a policy naming the second label never match
+          if (label !== undefined && earlier.info.name !== label) throw new InputError(`${what}: the certificate "${cert.subject.rfc4514}" is already an anchor named "${earlier.info.name}"`)
+          continue
+        }
         const anchor: TrustAnchor = {
           cert,
           info: Object.freeze({ name: label ?? cert.subject.rfc4514, fingerprint256: cert.fingerprint256, spkiSha256: cert.spkiSha256 })
