@@ -399,7 +399,7 @@ t.test('input errors reject; a bad leaf resolves to FST_MTLS_CERT_MALFORMED', as
   await inputError(t, { leaf, trustAnchors: [{ name: 'acme', cert: anchors }, { name: 'acme', cert: other.root.pem }] },
     /^trustAnchors\[1\]\.name "acme" is used twice$/, 'duplicate labels')
   await inputError(t, { leaf, trustAnchors: [{ name: 'acme', cert: anchors }, { name: 'globex', cert: anchors }] },
-    /^trustAnchors\[1\]\.cert: the certificate ".*" is already an anchor named "acme"$/, 'one CA under two labels')
+    /^trustAnchors\[1\]: the certificate ".*" is already an anchor named "acme"$/, 'one CA under two labels')
   await inputError(t, { leaf, trustAnchors: [{ name: '', cert: anchors }] }, /trustAnchors\[0\]\.name must be a non-empty string/)
   await inputError(t, { leaf, trustAnchors: anchors, purpose: 'emailProtection' }, /^purpose must be 'clientAuth', 'serverAuth' or 'any', got "emailProtection"$/)
   await inputError(t, { leaf, trustAnchors: anchors, maxChainLength: 0 }, /^maxChainLength must be an integer >= 2$/, 'maxChainLength 0')
