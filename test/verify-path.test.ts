@@ -1,14 +1,14 @@
 // verifyCertificateChain: successful paths, path building (untrusted, cross-signing,
 // key-identifier ordering), validity times, bounded work and input errors.
 // Certificates are made at test time by test/helpers/pki.ts.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { createHash } from 'node:crypto'
 import { verifyCertificateChain } from '../lib/index.js'
-import { InputError } from '../lib/der/pem.js'
-import type { VerifyOptions, VerifySuccess } from '../lib/types.js'
+import type { VerifySuccess } from '../lib/types.js'
 import {
   issue, makeChain, newKey, newKeys, signedByWrongKey, tamperSignature, toPem, type Chain, type Issued
 } from './helpers/pki.js'
+import { verifyOk, verifyFails, inputError } from './helpers/verify.js'
 
 const DAY = 86400e3
 /** Certificates carry whole seconds. */
@@ -17,38 +17,6 @@ const spkiSha256 = (c: Issued): string => createHash('sha256').update(c.key.spki
 const fps = (r: VerifySuccess): string[] => r.chain.map((c) => c.fingerprint256)
 const pathOf = (...certs: Issued[]): string[] => certs.map((c) => c.cert.fingerprint256)
 const notAfter = (c: Issued): number => sec(c.spec.notAfter.getTime()).getTime()
-
-async function verifyOk (t: Test, opts: VerifyOptions, what = 'verifies'): Promise<VerifySuccess> {
-  const r = await verifyCertificateChain(opts)
-  if (!r.ok) {
-    t.fail(`${what}: got ${r.code}: ${r.message}`)
-    throw new Error('verification failed')
-  }
-  t.pass(what)
-  return r
-}
-
-/** `todo`: a known verifier bug; the assertions run and are reported as TODO. */
-async function verifyFails (t: Test, opts: VerifyOptions, code: string, message: RegExp, what?: string, todo?: string): Promise<void> {
-  const r = await verifyCertificateChain(opts)
-  const extra = todo === undefined ? {} : { todo }
-  if (r.ok) {
-    t.fail(`${what ?? code}: verified, expected ${code}`, extra)
-    return
-  }
-  t.equal(r.code, code, what ?? code, extra)
-  t.match(r.message, message, `${what ?? code}: message`, extra)
-}
-
-async function inputError (t: Test, opts: unknown, message: RegExp, what?: string): Promise<void> {
-  try {
-    await verifyCertificateChain(opts as VerifyOptions)
-    t.fail(`${what ?? String(message)}: resolved, expected a rejection`)
-  } catch (err) {
-    t.ok(err instanceof InputError && err instanceof TypeError, `${what ?? String(message)}: an InputError (a TypeError)`)
-    t.match((err as Error).message, message, what ?? String(message))
-  }
-}
 
 // shared chains (tests that need their own make them)
 const ec1 = await makeChain({ kind: 'ec256', label: 'Shared EC' })

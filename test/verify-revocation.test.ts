@@ -1,33 +1,14 @@
 // verifyCertificateChain with CRLs (FST_MTLS_CERT_REVOKED, FST_MTLS_REVOCATION_UNKNOWN),
 // the order of the rejection codes, and the choice among several candidate paths.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { verifyCertificateChain } from '../lib/index.js'
 import { InputError } from '../lib/der/pem.js'
-import type { VerifyOptions, VerifySuccess } from '../lib/types.js'
+import type { VerifyOptions } from '../lib/types.js'
 import { issue, makeChain, makeCrl, newKey, newKeys, toPem, type CrlSpec, type Issued } from './helpers/pki.js'
+import { verifyOk, verifyFails } from './helpers/verify.js'
 
 const DAY = 86400e3
 const sec = (ms: number): Date => new Date(Math.floor(ms / 1000) * 1000)
-
-async function verifyOk (t: Test, opts: VerifyOptions, what = 'verifies'): Promise<VerifySuccess | undefined> {
-  const r = await verifyCertificateChain(opts)
-  if (!r.ok) {
-    t.fail(`${what}: got ${r.code}: ${r.message}`)
-    return undefined
-  }
-  t.pass(what)
-  return r
-}
-
-async function verifyFails (t: Test, opts: VerifyOptions, code: string, message: RegExp, what?: string): Promise<void> {
-  const r = await verifyCertificateChain(opts)
-  if (r.ok) {
-    t.fail(`${what ?? code}: verified, expected ${code}`)
-    return
-  }
-  t.equal(r.code, code, what ?? code)
-  t.match(r.message, message, `${what ?? code}: message`)
-}
 
 const REVOKED = 'FST_MTLS_CERT_REVOKED'
 const UNKNOWN = 'FST_MTLS_REVOCATION_UNKNOWN'

@@ -8,7 +8,8 @@ import { parseName, type ParsedName } from './name.js'
 import { OID } from './oids.js'
 import {
   DerError, DerReader, TAG, children, ctx, parseOne, readBigInt, readBoolean, readIntegerBytes,
-  readNamedBits, readOctetString, readOid, readSmallInt, readTime, readBitString, tlvBytes, type Tlv
+  readExtensions, readNamedBits, readOctetString, readOid, readSmallInt, readTime, readBitString, tlvBytes,
+  type Extension, type Tlv
 } from './reader.js'
 
 export interface AlgorithmIdentifier {
@@ -18,8 +19,6 @@ export interface AlgorithmIdentifier {
   /** DER of the whole AlgorithmIdentifier, to compare the two copies in a certificate */
   der: Buffer
 }
-
-export interface Extension { oid: string, critical: boolean, value: Buffer }
 
 export interface BasicConstraints { ca: boolean, pathLen: number | undefined }
 
@@ -239,32 +238,17 @@ export function parseCertificate (der: Buffer, sha256?: Buffer): ParsedCertifica
   const issuerUid = r.optional(ctx(1, false))
   const subjectUid = r.optional(ctx(2, false))
   if ((issuerUid !== undefined || subjectUid !== undefined) && version < 2) throw new DerError('unique identifiers need version 2 or 3')
-  const extensions: Extension[] = []
+  let extensions: Extension[] = []
   const extTlv = r.optional(ctx(3, true))
   r.done('tbsCertificate')
   if (extTlv !== undefined) {
     if (version !== 3) throw new DerError('extensions need version 3')
     const er = DerReader.of(extTlv)
-    const list = er.expect(TAG.SEQUENCE, 'extensions')
+    extensions = readExtensions(er.read(), 'extensions')
     er.done('extensions')
-    for (const e of children(list)) {
-      if (e.tag !== TAG.SEQUENCE) throw new DerError('Extension must be a SEQUENCE')
-      const xr = DerReader.of(e)
-      const oid = readOid(xr.read(), 'extnID')
-      let critical = false
-      if (xr.peekTag() === TAG.BOOLEAN) {
-        critical = readBoolean(xr.read(), 'critical')
-        if (!critical) throw new DerError(`extension ${oid}: critical DEFAULT FALSE must be omitted in DER`)
-      }
-      const value = readOctetString(xr.read(), 'extnValue')
-      xr.done('Extension')
-      extensions.push({ oid, critical, value })
-    }
-    if (extensions.length === 0) throw new DerError('extensions: empty SEQUENCE')
   }
 
   const profileErrors: string[] = []
-  const seen = new Set<string>()
   const unknownCritical: string[] = []
   let basicConstraints: BasicConstraints | undefined
   let keyUsage: number | undefined
@@ -276,8 +260,6 @@ export function parseCertificate (der: Buffer, sha256?: Buffer): ParsedCertifica
   let authorityKeyId: AuthorityKeyIdentifier | undefined
   let crlDistributionPoints: string[] | undefined
   for (const ext of extensions) {
-    if (seen.has(ext.oid)) throw new DerError(`extension ${ext.oid} appears more than once`)
-    seen.add(ext.oid)
     switch (ext.oid) {
       case OID.basicConstraints:
         basicConstraints = parseBasicConstraints(ext.value)

@@ -6,8 +6,7 @@ import { parseGeneralNames } from './general-name.js'
 import { parseName, type ParsedName } from './name.js'
 import { OID } from './oids.js'
 import {
-  DerError, DerReader, TAG, children, ctx, parseOne, readBigInt, readBitString, readBoolean, readOctetString,
-  readOid, readSmallInt, readTime, tlvBytes
+  DerError, DerReader, TAG, ctx, parseOne, readBigInt, readBitString, readBoolean, readExtensions, readSmallInt, readTime, tlvBytes
 } from './reader.js'
 
 export interface RevokedEntry { revocationDate: Date, reason: number | undefined }
@@ -102,12 +101,7 @@ export function parseCrl (der: Buffer): ParsedCrl {
       const ext = entry.optional(TAG.SEQUENCE)
       entry.done('revokedCertificate')
       if (ext !== undefined) {
-        for (const e of children(ext)) {
-          const xr = DerReader.of(e)
-          const oid = readOid(xr.read(), 'crlEntryExtension')
-          const critical = xr.peekTag() === TAG.BOOLEAN ? readBoolean(xr.read(), 'critical') : false
-          const value = readOctetString(xr.read(), 'extnValue')
-          xr.done('crlEntryExtension')
+        for (const { oid, critical, value } of readExtensions(ext, 'crlEntryExtensions', true)) {
           if (oid === OID.crlReason) {
             reason = readSmallInt(parseOne(value, 'reasonCode'), 'reasonCode', TAG.ENUMERATED)
           } else if (oid === OID.certificateIssuer) {
@@ -130,18 +124,10 @@ export function parseCrl (der: Buffer): ParsedCrl {
   r.done('tbsCertList')
   if (extTlv !== undefined) {
     if (version !== 2) throw new DerError('CRL extensions need version 2')
-    const xr0 = DerReader.of(extTlv)
-    const list = xr0.expect(TAG.SEQUENCE, 'crlExtensions')
-    xr0.done('crlExtensions')
-    const seen = new Set<string>()
-    for (const e of children(list)) {
-      const xr = DerReader.of(e)
-      const oid = readOid(xr.read(), 'crlExtension')
-      const critical = xr.peekTag() === TAG.BOOLEAN ? readBoolean(xr.read(), 'critical') : false
-      const value = readOctetString(xr.read(), 'extnValue')
-      xr.done('crlExtension')
-      if (seen.has(oid)) throw new DerError(`CRL extension ${oid} appears more than once`)
-      seen.add(oid)
+    const xr = DerReader.of(extTlv)
+    const list = readExtensions(xr.read(), 'crlExtensions')
+    xr.done('crlExtensions')
+    for (const { oid, critical, value } of list) {
       switch (oid) {
         case OID.crlNumber:
           crlNumber = readBigInt(parseOne(value, 'cRLNumber'), 'cRLNumber')

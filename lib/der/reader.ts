@@ -325,3 +325,32 @@ export function readIA5 (t: Tlv, what: string): string {
   for (const b of v) if (b > 0x7f) throw new DerError(`${what}: non-ASCII byte in IA5String`)
   return v.toString('latin1')
 }
+
+export interface Extension { oid: string, critical: boolean, value: Buffer }
+
+/**
+ * Extensions ::= SEQUENCE SIZE (1..MAX) OF Extension, each OID at most once, DEFAULT FALSE omitted.
+ * `allowEmpty` tolerates the empty SEQUENCE some CRL generators write for entries without extensions.
+ */
+export function readExtensions (list: Tlv, what: string, allowEmpty = false): Extension[] {
+  if (list.tag !== TAG.SEQUENCE) throw new DerError(`${what}: expected a SEQUENCE`)
+  const out: Extension[] = []
+  const seen = new Set<string>()
+  const r = DerReader.of(list)
+  while (!r.atEnd()) {
+    const xr = DerReader.of(r.expect(TAG.SEQUENCE, `${what} Extension`))
+    const oid = readOid(xr.read(), `${what} extnID`)
+    let critical = false
+    if (xr.peekTag() === TAG.BOOLEAN) {
+      critical = readBoolean(xr.read(), `${what} ${oid} critical`)
+      if (!critical) throw new DerError(`${what}: extension ${oid}: critical DEFAULT FALSE must be omitted in DER`)
+    }
+    const value = readOctetString(xr.read(), `${what} ${oid} extnValue`)
+    xr.done(`${what} Extension`)
+    if (seen.has(oid)) throw new DerError(`${what}: extension ${oid} appears more than once`)
+    seen.add(oid)
+    out.push({ oid, critical, value })
+  }
+  if (out.length === 0 && !allowEmpty) throw new DerError(`${what}: empty SEQUENCE`)
+  return out
+}

@@ -12,13 +12,8 @@ import type { VerificationCode, VerifyPurpose } from '../types.js'
 import { Budget, MAX_NC_COMPARISONS, checkNameConstraints, constrainedNames } from './name-constraints.js'
 import type { CertificateIndex, TrustAnchor, TrustStore } from './trust.js'
 
-export interface PathOptions {
-  trust: TrustStore
-  /** certificates presented with the leaf (bounded by the caller) */
-  presented: CertificateIndex
-  /** configured or learned intermediates */
-  pool?: CertificateIndex | undefined
-  crls: readonly ParsedCrl[]
+/** Verification settings, checked and normalised (see verify.ts normaliseOptions). */
+export interface CheckOptions {
   /** validation time in ms */
   at: number
   toleranceMs: number
@@ -26,6 +21,15 @@ export interface PathOptions {
   requireClientAuthEku: boolean
   maxChainLength: number
   minRsaBits: number
+}
+
+export interface PathOptions extends CheckOptions {
+  trust: TrustStore
+  /** certificates presented with the leaf (bounded by the caller) */
+  presented: CertificateIndex
+  /** configured or learned intermediates */
+  pool?: CertificateIndex | undefined
+  crls: readonly ParsedCrl[]
 }
 
 export type PathResult =

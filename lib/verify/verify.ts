@@ -5,7 +5,7 @@ import type { ParsedCrl } from '../der/crl.js'
 import { InputError, toDerList } from '../der/pem.js'
 import { getCertificate, getCrl } from '../der/store.js'
 import type { CertificateInput, VerifyOptions, VerifyPurpose, VerifyResult } from '../types.js'
-import { verifyPath, type PathResult } from './chain.js'
+import { verifyPath, type CheckOptions, type PathResult } from './chain.js'
 import { CertificateIndex, TrustStore, parseUntrusted } from './trust.js'
 
 export const DEFAULTS = Object.freeze({
@@ -34,16 +34,7 @@ function intOption (v: unknown, name: string, min: number, fallback: number): nu
   return v
 }
 
-export interface NormalisedOptions {
-  at: number
-  toleranceMs: number
-  purpose: VerifyPurpose
-  requireClientAuthEku: boolean
-  maxChainLength: number
-  minRsaBits: number
-}
-
-export function normaliseOptions (o: Partial<VerifyOptions>): NormalisedOptions {
+export function normaliseOptions (o: Partial<VerifyOptions>): CheckOptions {
   const purpose = o.purpose ?? DEFAULTS.purpose
   if (!PURPOSES.has(purpose)) throw new InputError(`purpose must be 'clientAuth', 'serverAuth' or 'any', got ${JSON.stringify(purpose)}`)
   if (o.at !== undefined && (!(o.at instanceof Date) || Number.isNaN(o.at.getTime()))) throw new InputError('at must be a valid Date')
