@@ -97,13 +97,24 @@ export function signatureScheme (alg: AlgorithmIdentifier): SignatureScheme | st
   return `unsupported signature algorithm ${alg.oid}`
 }
 
-const MAX_RSA_BITS = 16384
+export const MAX_RSA_BITS = 8192
+const MAX_RSA_EXPONENT = 0xffffffffn
 
-/** Whether a key may be used to check signatures at all (bounded work: huge RSA keys are refused before any signature check). */
+/**
+ * Whether a key may be used to check signatures at all. Bounded work: a signature
+ * check with an RSA key of absurd size or public exponent costs milliseconds, so
+ * such keys are refused before any signature is checked (as are DSA keys, which
+ * keyWeakness refuses anyway).
+ */
 export function usableForSignatures (key: KeyObject): boolean {
   const type = key.asymmetricKeyType
-  if (type === 'rsa' || type === 'rsa-pss') return (key.asymmetricKeyDetails?.modulusLength ?? 0) <= MAX_RSA_BITS
-  return type === 'ec' || type === 'ed25519' || type === 'ed448' || type === 'dsa'
+  if (type === 'rsa' || type === 'rsa-pss') {
+    const details = key.asymmetricKeyDetails
+    const bits = details?.modulusLength ?? 0
+    const e = details?.publicExponent ?? 0n
+    return bits >= 1024 && bits <= MAX_RSA_BITS && e >= 3n && e <= MAX_RSA_EXPONENT
+  }
+  return type === 'ec' || type === 'ed25519' || type === 'ed448'
 }
 
 export function verifySignature (alg: AlgorithmIdentifier, data: Buffer, signature: Buffer, key: KeyObject): boolean {
@@ -135,6 +146,8 @@ export function keyWeakness (keyAlgorithm: AlgorithmIdentifier, key: KeyObject, 
     if (bits < minRsaBits) return `RSA key of ${bits} bits is below the minimum of ${minRsaBits}`
     if (bits % 8 !== 0) return `RSA key of ${bits} bits is not a whole number of bytes`
     if (bits > MAX_RSA_BITS) return `RSA key of ${bits} bits is above the maximum of ${MAX_RSA_BITS}`
+    const e = key.asymmetricKeyDetails?.publicExponent ?? 0n
+    if (e < 3n || e > MAX_RSA_EXPONENT || e % 2n === 0n) return `RSA public exponent ${e} is not an odd number between 3 and 2^32`
     return undefined
   }
   if (type === 'ec') {

@@ -26,7 +26,7 @@
 // - `check` is called last at its level, only when everything else there has
 //   matched; alternatives with checks are tried one after another. Anything
 //   but `true` (including a throw or a rejection) is a mismatch.
-import { createHash } from 'node:crypto'
+import { createHash, type X509Certificate } from 'node:crypto'
 import { types } from 'node:util'
 import type { ClientIdentity, DistinguishedName, Policy } from './types.js'
 
@@ -581,7 +581,14 @@ const issuerSpkiCache = new WeakMap<Identity, readonly string[]>()
 function issuerSpkiHashes (identity: Identity): readonly string[] {
   let hashes = issuerSpkiCache.get(identity)
   if (hashes === undefined) {
-    hashes = identity.chain.slice(1).flatMap(cert => {
+    let chain: readonly X509Certificate[]
+    try {
+      chain = identity.chain
+    } catch {
+      // a chain node:crypto cannot load matches no pin (fail closed)
+      chain = []
+    }
+    hashes = chain.slice(1).flatMap(cert => {
       try {
         return [createHash('sha256').update(cert.publicKey.export({ type: 'spki', format: 'der' })).digest('base64')]
       } catch {

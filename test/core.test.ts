@@ -106,7 +106,11 @@ t.test('key strength', async (t) => {
   t.match(keyWeakness(algOf(dsa), dsa, 2048), /dsa keys are not accepted/)
   t.match(keyWeakness({ oid: '1.2.840.10045.2.1', params: Buffer.from('3000', 'hex'), der: Buffer.alloc(0) }, p256, 2048), /explicit curve/)
   t.ok(usableForSignatures(rsa2048))
-  t.ok(usableForSignatures(dsa))
+  t.notOk(usableForSignatures(dsa), 'DSA keys never check signatures')
+  // node:crypto will not generate such a key, but imports one
+  const bigE = createPublicKey({ key: { ...rsa2048.export({ format: 'jwk' }), e: Buffer.from('0100000001', 'hex').toString('base64url') }, format: 'jwk' })
+  t.notOk(usableForSignatures(bigE), 'an RSA exponent above 2^32 is refused before any signature check')
+  t.match(keyWeakness(algOf(bigE), bigE, 2048), /public exponent 4294967297/)
   t.notOk(usableForSignatures(generateKeyPairSync('x25519').publicKey), 'key agreement keys never check signatures')
   t.notOk(verifySignature(alg('300a06082a8648ce3d040302'), Buffer.from('x'), Buffer.from('y'), rsa2048), 'ECDSA scheme with an RSA key')
   t.notOk(verifySignature(alg('300b06092b0601040182370a03'), Buffer.from('x'), Buffer.from('y'), rsa2048), 'unsupported scheme')

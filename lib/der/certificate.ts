@@ -200,7 +200,11 @@ function colonHex (b: Buffer): string {
   return hex(b).replace(/(..)(?!$)/g, '$1:')
 }
 
+/** Largest certificate accepted (bounded memory for the parse cache; real ones are a few KiB). */
+export const MAX_CERTIFICATE_BYTES = 64 * 1024
+
 export function parseCertificate (der: Buffer, sha256?: Buffer): ParsedCertificate {
+  if (der.length > MAX_CERTIFICATE_BYTES) throw new DerError(`certificate larger than ${MAX_CERTIFICATE_BYTES} bytes`)
   const cert = parseOne(der, 'Certificate')
   if (cert.tag !== TAG.SEQUENCE) throw new DerError('Certificate must be a SEQUENCE')
   const cr = DerReader.of(cert)
@@ -318,13 +322,12 @@ export function parseCertificate (der: Buffer, sha256?: Buffer): ParsedCertifica
   if (keyUsage !== undefined && (keyUsage & KU.keyCertSign) !== 0 && basicConstraints?.ca !== true) {
     profileErrors.push('keyCertSign without basicConstraints cA (RFC 5280 4.2.1.3)')
   }
-  if (subjectAltNames !== undefined) {
-    for (const gn of subjectAltNames) {
-      if (gn.kind === 'dns' && !isPreferredDnsName(gn.value)) profileErrors.push(`subjectAltName dNSName ${JSON.stringify(gn.value)} is not a valid host name`)
-      if (gn.kind === 'ip' && gn.bytes.length !== 4 && gn.bytes.length !== 16) profileErrors.push('subjectAltName iPAddress must be 4 or 16 bytes')
-      if (gn.kind === 'email' && !isMailbox(gn.value)) profileErrors.push(`subjectAltName rfc822Name ${JSON.stringify(gn.value)} is not a mailbox`)
-    }
-  }
+  // the first malformed SAN is enough to refuse the certificate
+  const badSan = subjectAltNames?.find((gn) => (gn.kind === 'dns' && !isPreferredDnsName(gn.value)) ||
+    (gn.kind === 'ip' && gn.bytes.length !== 4 && gn.bytes.length !== 16) || (gn.kind === 'email' && !isMailbox(gn.value)))
+  if (badSan?.kind === 'dns') profileErrors.push(`subjectAltName dNSName ${JSON.stringify(badSan.value)} is not a valid host name`)
+  if (badSan?.kind === 'ip') profileErrors.push('subjectAltName iPAddress must be 4 or 16 bytes')
+  if (badSan?.kind === 'email') profileErrors.push(`subjectAltName rfc822Name ${JSON.stringify(badSan.value)} is not a mailbox`)
 
   const tbs = tlvBytes(tbsTlv)
   const digest = sha256 ?? createHash('sha256').update(der).digest()

@@ -40,12 +40,18 @@ export function parseGeneralName (t: Tlv, what: string): GeneralName {
   }
 }
 
+export const MAX_GENERAL_NAMES = 1024
+
 /** GeneralNames ::= SEQUENCE SIZE (1..MAX) OF GeneralName */
 export function parseGeneralNames (t: Tlv, what: string, allowEmpty = false): GeneralName[] {
   if (t.tag !== TAG.SEQUENCE && t.tag !== 0xa0 && t.tag !== 0xa1 && (t.tag & 0x20) === 0) throw new DerError(`${what}: expected GeneralNames`)
   const r = DerReader.of(t)
   const out: GeneralName[] = []
-  while (!r.atEnd()) out.push(parseGeneralName(r.read(), what))
+  while (!r.atEnd()) {
+    // bounded memory per parsed (and cached) certificate
+    if (out.length === MAX_GENERAL_NAMES) throw new DerError(`${what}: more than ${MAX_GENERAL_NAMES} names`)
+    out.push(parseGeneralName(r.read(), what))
+  }
   if (out.length === 0 && !allowEmpty) throw new DerError(`${what}: empty GeneralNames`)
   return out
 }

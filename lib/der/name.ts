@@ -30,10 +30,11 @@ function escapeValue (value: string): string {
   return out
 }
 
-function canonicalValue (tag: number, raw: Buffer, text: string | undefined): string {
-  if (text === undefined) return '#' + tag.toString(16) + raw.toString('hex')
-  // RFC 4518-lite: trim, fold runs of spaces, ASCII case-fold.
-  return text.trim().replace(/ +/g, ' ').toLowerCase()
+/** Canonical form of one attribute value: strings quoted (so no string can imitate a non-string), others as hex. */
+function canonicalValue (raw: Buffer, text: string | undefined): string {
+  if (text === undefined) return '#' + raw.toString('hex')
+  // RFC 4518-lite: trim, fold runs of spaces, case-fold.
+  return JSON.stringify(text.trim().replace(/ +/g, ' ').toLowerCase())
 }
 
 export function parseName (t: Tlv, what: string): ParsedName {
@@ -59,7 +60,7 @@ export function parseName (t: Tlv, what: string): ParsedName {
       const type = ATTRIBUTE_NAMES[oid] ?? oid
       rdn.push(Object.freeze({ oid, type, value }))
       ;(attributes[type] ??= []).push(value)
-      rdnKeys.push(oid + '=' + JSON.stringify(canonicalValue(valueTlv.tag, tlvBytes(valueTlv), text)))
+      rdnKeys.push(oid + '=' + canonicalValue(tlvBytes(valueTlv), text))
     }
     rdns.push(rdn)
     keyParts.push(rdnKeys.sort().join('+'))

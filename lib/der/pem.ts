@@ -40,10 +40,9 @@ export function toDerList (input: string | Buffer | Uint8Array, label: string, w
     if (der.length === 0) throw new InputError(`${what}: empty PEM block`)
     out.push(der)
   }
-  if (out.length === 0) {
-    if (/-----BEGIN /.test(text)) throw new InputError(`${what}: malformed PEM (a BEGIN line without a matching END line?)`)
-    throw new InputError(`${what}: no PEM "${label}" block and not DER`)
-  }
+  const begins = text.split('-----BEGIN ').length - 1
+  if (begins !== out.length) throw new InputError(`${what}: malformed PEM (a BEGIN line without a matching END line?)`)
+  if (out.length === 0) throw new InputError(`${what}: no PEM "${label}" block and not DER`)
   return out
 }
 

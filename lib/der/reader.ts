@@ -302,7 +302,9 @@ export function readString (t: Tlv, what: string): string | undefined {
       if (v.length % 2 !== 0) throw new DerError(`${what}: odd-length BMPString`)
       const swapped = Buffer.from(v)
       swapped.swap16()
-      return swapped.toString('utf16le')
+      const s = swapped.toString('utf16le')
+      if (!s.isWellFormed()) throw new DerError(`${what}: BMPString with an unpaired surrogate`)
+      return s
     }
     case TAG.UNIVERSAL_STRING: {
       if (v.length % 4 !== 0) throw new DerError(`${what}: bad UniversalString length`)

@@ -4,7 +4,7 @@ import { LruCache } from '../cache.js'
 import { parseCertificate, type ParsedCertificate } from './certificate.js'
 import { parseCrl, type ParsedCrl } from './crl.js'
 
-const certificates = new LruCache<string, ParsedCertificate>(4096)
+const certificates = new LruCache<string, ParsedCertificate>(2048)
 const crls = new LruCache<string, ParsedCrl>(256)
 
 export function getCertificate (der: Buffer): ParsedCertificate {

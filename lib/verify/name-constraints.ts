@@ -46,6 +46,8 @@ function emailWithin (mailbox: string, base: string): boolean {
 
 /** The host of a URI with an authority, or undefined (URNs, IP literals, malformed). */
 export function uriHost (uri: string): string | undefined {
+  // only RFC 3986 characters: anything else (a backslash, a space) is read differently by different parsers
+  if (!/^[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]*$/.test(uri)) return undefined
   const m = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:[^@/?#]*@)?([^:/?#]*)(?::\d*)?(?:[/?#]|$)/.exec(uri)
   if (m === null) return undefined
   const host = m[1] as string

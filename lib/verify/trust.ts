@@ -7,6 +7,7 @@ import { getCertificate } from '../der/store.js'
 export interface TrustAnchor {
   readonly cert: ParsedCertificate
   readonly info: TrustAnchorInfo
+  readonly labelled: boolean
 }
 
 function isLabelled (x: unknown): x is LabelledCertificate {
@@ -80,6 +81,7 @@ export class TrustStore {
         }
         const anchor: TrustAnchor = {
           cert,
+          labelled: label !== undefined,
           info: Object.freeze({ name: label ?? cert.subject.rfc4514, fingerprint256: cert.fingerprint256, spkiSha256: cert.spkiSha256 })
         }
         anchors.push(anchor)
@@ -87,6 +89,13 @@ export class TrustStore {
       }
     })
     if (anchors.length === 0) throw new InputError('trustAnchors: at least one trust anchor is required')
+    // an unlabelled anchor is named by its subject: a label equal to it would let a policy's
+    // `anchor` match either CA
+    for (const a of anchors) {
+      if (!a.labelled && labels.has(a.info.name)) {
+        throw new InputError(`trustAnchors: the label "${a.cert.subject.rfc4514}" is also the subject of an unlabelled anchor; label that anchor too`)
+      }
+    }
     this.anchors = Object.freeze(anchors)
   }
 
