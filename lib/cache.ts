@@ -32,4 +32,9 @@ export class LruCache<K, V> {
   clear (): void {
     this.map.clear()
   }
+
+  /** Values from least to most recently used, without touching their order. */
+  values (): IterableIterator<V> {
+    return this.map.values()
+  }
 }

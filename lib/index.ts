@@ -1,4 +1,10 @@
-// fastify-mtls-auth: the pure verifier core (the Fastify plugin wraps these).
+// fastify-mtls-auth: the Fastify plugin and the pure core it wraps.
+import { fastifyMtls } from './plugin.js'
+
+export default fastifyMtls
+export { fastifyMtls }
+export type { FastifyMtlsOptions, MtlsRejection, CertificateSummary, DenyEntry, DenyBySerial } from './options.js'
+export type { MtlsNamespace, MtlsStatus, RouteMtlsConfig } from './plugin.js'
 export { verifyCertificateChain } from './verify/verify.js'
 export { compilePolicy, validatePolicy, PolicyError } from './policy.js'
 export { buildIdentity } from './identity.js'

@@ -10,7 +10,7 @@ import { LruCache } from '../cache.js'
 import { keyWeakness, signatureScheme, usableForSignatures, verifySignature } from '../crypto.js'
 import type { VerificationCode, VerifyPurpose } from '../types.js'
 import { Budget, MAX_NC_COMPARISONS, checkNameConstraints, constrainedNames } from './name-constraints.js'
-import type { CertificateIndex, TrustAnchor, TrustStore } from './trust.js'
+import type { IssuerSource, TrustAnchor, TrustStore } from './trust.js'
 
 /** Verification settings, checked and normalised (see verify.ts normaliseOptions). */
 export interface CheckOptions {
@@ -26,9 +26,9 @@ export interface CheckOptions {
 export interface PathOptions extends CheckOptions {
   trust: TrustStore
   /** certificates presented with the leaf (bounded by the caller) */
-  presented: CertificateIndex
-  /** configured or learned intermediates */
-  pool?: CertificateIndex | undefined
+  presented: IssuerSource
+  /** configured or learned intermediates, searched after the presented ones */
+  pools: readonly IssuerSource[]
   crls: readonly ParsedCrl[]
 }
 
@@ -315,8 +315,7 @@ export function verifyPath (leaf: ParsedCertificate, o: PathOptions): PathResult
     if (path.length + 1 >= MAX_PATH_CERTS) return undefined
     const seen = new Set<ParsedCertificate>()
     const candidates: ParsedCertificate[] = []
-    for (const index of [o.presented, o.pool]) {
-      if (index === undefined) continue
+    for (const index of [o.presented, ...o.pools]) {
       for (const c of index.bySubjectKey(cur.issuer.key)) {
         if (seen.has(c) || o.trust.isAnchor(c)) continue
         seen.add(c)

@@ -24,8 +24,13 @@ function parseList (input: CertificateInput, what: string): ParsedCertificate[] 
   })
 }
 
+/** Where path building looks for issuer candidates. */
+export interface IssuerSource {
+  bySubjectKey: (key: string) => readonly ParsedCertificate[]
+}
+
 /** Indexes certificates by subject so that issuer candidates are found by name. */
-export class CertificateIndex {
+export class CertificateIndex implements IssuerSource {
   private readonly bySubject = new Map<string, ParsedCertificate[]>()
   private readonly hashes = new Set<string>()
   readonly all: ParsedCertificate[] = []

@@ -123,6 +123,6 @@ export function verifyCertificateChainSync (options: VerifyOptions): InternalVer
   const pool = new CertificateIndex()
   for (const c of certs) pool.add(c)
   if (pool.all.length > MAX_UNTRUSTED) throw new InputError(`intermediates: more than ${MAX_UNTRUSTED} distinct certificates`)
-  const result = verifyPath(leaf, { trust, presented, pool, crls, ...o })
+  const result = verifyPath(leaf, { trust, presented, pools: [pool], crls, ...o })
   return { result, leaf }
 }

@@ -1,0 +1,153 @@
+// Plugin options: checked once at register time, copied, never mutated.
+import type { FastifyRequest } from 'fastify'
+import { MtlsInvalidOptionsError } from './errors.js'
+import type { CertificateInput, ClientIdentity, Policy, RejectionCode, TrustAnchorInput } from './types.js'
+
+export interface DenyBySerial {
+  /** the issuer's distinguished name as `identity.issuer.rfc4514` prints it */
+  issuer: string
+  /** hex, any case, colons allowed */
+  serialNumber: string
+}
+
+/** A fingerprint (SHA-256 hex, any form), an SPKI hash (base64 or base64url SHA-256), or an issuer and serial. */
+export type DenyEntry = string | DenyBySerial
+
+export interface MtlsRejection {
+  code: RejectionCode
+  statusCode: number
+  /** what the client is told */
+  message: string
+  /** what went wrong, for the operator (never sent to the client) */
+  reason: string
+  /** the identity, when the certificate verified and a policy refused it */
+  identity: ClientIdentity | null
+  /** the leaf certificate's summary, when one was presented */
+  certificate: CertificateSummary | null
+  /** false when `enforce: false` let the request through */
+  enforced: boolean
+}
+
+export interface CertificateSummary {
+  subject: string
+  issuer: string
+  fingerprint256: string
+  serialNumber: string
+  notAfter: string
+}
+
+export interface FastifyMtlsOptions {
+  /** trust anchors: PEM/DER (may hold several), an array of them, or labelled `{ name, cert }` entries */
+  ca: TrustAnchorInput
+  /** 'required' (default): every request needs a valid certificate; 'optional': no certificate means `clientIdentity === null` */
+  mode?: 'required' | 'optional'
+  /** checked on every request that has an identity */
+  policy?: Policy<FastifyRequest>
+  /** extra untrusted certificates for path building */
+  intermediates?: CertificateInput | readonly CertificateInput[]
+  /** CRLs (PEM or DER) */
+  crl?: CertificateInput | readonly CertificateInput[]
+  requireClientAuthEku?: boolean
+  clockToleranceSec?: number
+  minRsaBits?: number
+  maxChainLength?: number
+  /** longest time a verdict is reused without verifying again (default 300 s) */
+  maxVerdictAgeSec?: number
+  /** certificates refused at once (FST_MTLS_CERT_REVOKED), anywhere on the path */
+  deny?: readonly DenyEntry[]
+  /** false: log what would be rejected and let the request through (report-only rollout) */
+  enforce?: boolean
+  /** a `WWW-Authenticate` value for 401 replies (none by default: there is no registered challenge for TLS client certificates) */
+  wwwAuthenticate?: string
+  /** most rejection log lines per minute (default 60); the rest are counted and summarised */
+  rejectionLogLimit?: number
+  onAuthenticated?: (identity: ClientIdentity, request: FastifyRequest) => void | Promise<void>
+  onRejected?: (rejection: MtlsRejection, request: FastifyRequest) => void | Promise<void>
+}
+
+const KNOWN = new Set([
+  'ca', 'mode', 'policy', 'intermediates', 'crl', 'requireClientAuthEku', 'clockToleranceSec', 'minRsaBits', 'maxChainLength',
+  'maxVerdictAgeSec', 'deny', 'enforce', 'wwwAuthenticate', 'rejectionLogLimit', 'onAuthenticated', 'onRejected'
+])
+
+export interface NormalisedPluginOptions {
+  ca: TrustAnchorInput
+  mode: 'required' | 'optional'
+  policy: Policy<FastifyRequest> | undefined
+  intermediates: readonly CertificateInput[]
+  crl: readonly CertificateInput[]
+  requireClientAuthEku: boolean
+  clockToleranceSec: number
+  minRsaBits: number
+  maxChainLength: number
+  maxVerdictAgeMs: number
+  deny: readonly DenyEntry[]
+  enforce: boolean
+  wwwAuthenticate: string | undefined
+  rejectionLogLimit: number
+  onAuthenticated: FastifyMtlsOptions['onAuthenticated']
+  onRejected: FastifyMtlsOptions['onRejected']
+}
+
+export const invalid = (message: string): Error => new MtlsInvalidOptionsError(message)
+
+const isPlainObject = (x: unknown): x is Record<string, unknown> =>
+  typeof x === 'object' && x !== null && (Object.getPrototypeOf(x) === Object.prototype || Object.getPrototypeOf(x) === null)
+
+function list<T> (x: T | readonly T[] | undefined): readonly T[] {
+  if (x === undefined) return []
+  return Array.isArray(x) ? [...x as readonly T[]] : [x as T]
+}
+
+function int (v: unknown, name: string, min: number, max: number, fallback: number): number {
+  if (v === undefined) return fallback
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw invalid(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`)
+  return v
+}
+
+function bool (v: unknown, name: string, fallback: boolean): boolean {
+  if (v === undefined) return fallback
+  if (typeof v !== 'boolean') throw invalid(`${name} must be true or false, got ${JSON.stringify(v)}`)
+  return v
+}
+
+function fn<F> (v: unknown, name: string): F | undefined {
+  if (v === undefined) return undefined
+  if (typeof v !== 'function') throw invalid(`${name} must be a function`)
+  return v as F
+}
+
+export function normaliseOptions (raw: unknown): NormalisedPluginOptions {
+  if (!isPlainObject(raw)) throw invalid('options must be an object such as { ca: fs.readFileSync("ca.pem") }')
+  for (const key of Object.keys(raw)) {
+    if (!KNOWN.has(key)) throw invalid(`unknown option "${key}" (known options: ${[...KNOWN].join(', ')})`)
+  }
+  if (raw.ca === undefined || raw.ca === null) throw invalid('ca is required: the CA certificates (PEM) that issue your clients\' certificates')
+  const mode = raw.mode ?? 'required'
+  if (mode !== 'required' && mode !== 'optional') throw invalid(`mode must be 'required' or 'optional', got ${JSON.stringify(mode)}`)
+  if (raw.policy !== undefined && !isPlainObject(raw.policy)) throw invalid('policy must be an object such as { subject: { O: \'Acme\' } }')
+  if (raw.wwwAuthenticate !== undefined && (typeof raw.wwwAuthenticate !== 'string' || raw.wwwAuthenticate.length === 0 || /[\r\n]/.test(raw.wwwAuthenticate))) {
+    throw invalid('wwwAuthenticate must be a non-empty header value without line breaks')
+  }
+  if (raw.deny !== undefined && !Array.isArray(raw.deny)) throw invalid('deny must be an array of fingerprints, SPKI hashes or { issuer, serialNumber } entries')
+  const tolerance = raw.clockToleranceSec ?? 0
+  if (typeof tolerance !== 'number' || !Number.isFinite(tolerance) || tolerance < 0 || tolerance > 86400) throw invalid('clockToleranceSec must be a number of seconds from 0 to 86400')
+  return Object.freeze({
+    ca: raw.ca as TrustAnchorInput,
+    mode,
+    policy: raw.policy as Policy<FastifyRequest> | undefined,
+    intermediates: list(raw.intermediates as CertificateInput | CertificateInput[] | undefined),
+    crl: list(raw.crl as CertificateInput | CertificateInput[] | undefined),
+    requireClientAuthEku: bool(raw.requireClientAuthEku, 'requireClientAuthEku', false),
+    clockToleranceSec: tolerance,
+    minRsaBits: int(raw.minRsaBits, 'minRsaBits', 1024, 8192, 2048),
+    maxChainLength: int(raw.maxChainLength, 'maxChainLength', 2, 24, 8),
+    maxVerdictAgeMs: int(raw.maxVerdictAgeSec, 'maxVerdictAgeSec', 1, 86400, 300) * 1000,
+    deny: [...(raw.deny as DenyEntry[] | undefined) ?? []],
+    enforce: bool(raw.enforce, 'enforce', true),
+    wwwAuthenticate: raw.wwwAuthenticate as string | undefined,
+    rejectionLogLimit: int(raw.rejectionLogLimit, 'rejectionLogLimit', 0, 100000, 60),
+    onAuthenticated: fn<NonNullable<FastifyMtlsOptions['onAuthenticated']>>(raw.onAuthenticated, 'onAuthenticated'),
+    onRejected: fn<NonNullable<FastifyMtlsOptions['onRejected']>>(raw.onRejected, 'onRejected')
+  })
+}

@@ -1,0 +1,291 @@
+// The Fastify plugin: a thin shell around the authenticator and the policy compiler.
+import { Server as TlsServer } from 'node:tls'
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
+import fp from 'fastify-plugin'
+import { summarise, RejectionLog } from './audit.js'
+import { Authenticator, TrustMaterial, type Outcome } from './authenticator.js'
+import { toDerList } from './der/pem.js'
+import { getCertificate } from './der/store.js'
+import { rejectionError } from './errors.js'
+import { invalid, normaliseOptions, type FastifyMtlsOptions, type MtlsRejection, type NormalisedPluginOptions } from './options.js'
+import { compilePolicy, PolicyError, type CompiledPolicy } from './policy.js'
+import { leafFingerprint, presentedChain, tlsPeer } from './sources/tls.js'
+import type { ClientIdentity, Policy, RejectionCode } from './types.js'
+import { MAX_PRESENTED } from './verify/verify.js'
+
+/** Route config: a policy the route requires, `true` for any verified identity, `false` to exempt the route. */
+export type RouteMtlsConfig = Policy<FastifyRequest> | boolean
+
+export interface MtlsStatus {
+  epoch: number
+  mode: 'required' | 'optional'
+  enforce: boolean
+  anchors: Array<{ name: string, fingerprint256: string, notAfter: string }>
+  verifications: number
+  caches: { positive: number, negative: number, learnedIntermediates: number, connections: number }
+}
+
+export interface MtlsNamespace {
+  /** A hook for onRequest or preHandler: 401 without an identity, 403 when the policy does not match. Throws FST_MTLS_* errors. */
+  require: (policy?: Policy<FastifyRequest>) => onRequestAsyncHookHandler
+  status: () => MtlsStatus
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The verified client identity; null in optional mode without a certificate, on exempt routes, or when enforce: false let a failure through. */
+    clientIdentity: ClientIdentity | null
+  }
+  interface FastifyInstance {
+    mtls: MtlsNamespace
+  }
+  interface FastifyContextConfig {
+    mtls?: RouteMtlsConfig
+  }
+}
+
+interface ConnectionState {
+  epoch: number
+  fingerprint: string | undefined
+  outcome: Outcome | undefined
+  /** TLS 1.2 can renegotiate a new client certificate on the same connection: re-read the leaf each request */
+  renegotiable: boolean
+  tlsVerdictLogged: boolean
+}
+
+const STATUS: Record<RejectionCode, number> = {
+  FST_MTLS_CERT_MISSING: 401,
+  FST_MTLS_CERT_UNTRUSTED: 401,
+  FST_MTLS_CERT_EXPIRED: 401,
+  FST_MTLS_CERT_NOT_YET_VALID: 401,
+  FST_MTLS_CHAIN_INVALID: 401,
+  FST_MTLS_CERT_PURPOSE: 401,
+  FST_MTLS_CERT_WEAK: 401,
+  FST_MTLS_CERT_REVOKED: 401,
+  FST_MTLS_REVOCATION_UNKNOWN: 401,
+  FST_MTLS_CERT_MALFORMED: 400,
+  FST_MTLS_FORWARDED_UNTRUSTED: 401,
+  FST_MTLS_FORBIDDEN: 403
+}
+
+function fingerprints (ca: unknown): Map<string, string> {
+  const out = new Map<string, string>()
+  const items = Array.isArray(ca) ? ca : [ca]
+  for (const item of items) {
+    if (typeof item !== 'string' && !(item instanceof Uint8Array)) continue
+    for (const der of toDerList(item, 'CERTIFICATE', 'https.ca')) {
+      const c = getCertificate(der)
+      out.set(c.fingerprint256, c.subject.rfc4514)
+    }
+  }
+  return out
+}
+
+function checkServer (fastify: FastifyInstance, material: TrustMaterial): void {
+  const server = fastify.server as unknown
+  if (!(server instanceof TlsServer)) {
+    throw invalid('the server is not HTTPS, so there is no client certificate to read: create Fastify with https: { key, cert, ca, requestCert: true } (add http2: true for HTTP/2)')
+  }
+  const tlsServer = server as TlsServer & { requestCert?: boolean, rejectUnauthorized?: boolean, ca?: unknown }
+  if (tlsServer.requestCert !== true) {
+    throw invalid('the HTTPS server was created without requestCert: true, so clients are never asked for a certificate: set https: { requestCert: true, ca } when creating Fastify')
+  }
+  const anchors = new Map(material.trust.anchors.map((a) => [a.cert.fingerprint256, a.cert.subject.rfc4514]))
+  if (tlsServer.ca === undefined) {
+    fastify.log.warn('fastify-mtls-auth: the server has no https.ca, so clients are not told which CAs are acceptable; pass the plugin\'s ca bundle as https.ca too')
+    return
+  }
+  let serverCa: Map<string, string>
+  try {
+    serverCa = fingerprints(tlsServer.ca)
+  } catch (err) {
+    fastify.log.warn(`fastify-mtls-auth: could not read https.ca to compare it with the plugin's anchors: ${(err as Error).message}`)
+    return
+  }
+  const missing = [...anchors].filter(([fp]) => !serverCa.has(fp)).map(([, s]) => s)
+  const extra = [...serverCa].filter(([fp]) => !anchors.has(fp)).map(([, s]) => s)
+  if (missing.length > 0 || extra.length > 0) {
+    fastify.log.warn({ 'mtls.anchors_not_in_https_ca': missing, 'mtls.https_ca_not_anchors': extra },
+      'fastify-mtls-auth: https.ca and the plugin\'s ca differ; clients choose their certificate from the https.ca names, the plugin trusts only its own ca: pass one bundle to both')
+  }
+}
+
+async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions): Promise<void> {
+  const o: NormalisedPluginOptions = normaliseOptions(rawOptions)
+  let material: TrustMaterial
+  try {
+    material = new TrustMaterial({ ca: o.ca, intermediates: o.intermediates, crl: o.crl, deny: o.deny })
+  } catch (err) {
+    throw invalid((err as Error).message)
+  }
+  checkServer(fastify, material)
+
+  const labels = material.anchorLabels
+  const onCheckError = (err: unknown): void => { fastify.log.error({ err }, 'fastify-mtls-auth: a policy check threw; counted as no match') }
+  const compile = (policy: Policy<FastifyRequest>, where: string): CompiledPolicy<FastifyRequest> => {
+    try {
+      const compiled = compilePolicy(policy, { anchorNames: labels.length > 0 ? labels : undefined, onCheckError })
+      if (compiled.matchesNamesOnly && material.trust.anchors.length > 1) {
+        fastify.log.warn(`fastify-mtls-auth: ${where} matches certificate names without \`anchor\` or \`issuerSpkiSha256\`, and ${material.trust.anchors.length} CAs are trusted: any of them can issue a certificate with those names`)
+      }
+      return compiled
+    } catch (err) {
+      if (err instanceof PolicyError) throw invalid(`${where}: ${err.message}`)
+      throw err
+    }
+  }
+  const globalPolicy = o.policy === undefined ? undefined : compile(o.policy, 'policy')
+
+  const auth = new Authenticator(material, {
+    purpose: 'clientAuth',
+    requireClientAuthEku: o.requireClientAuthEku,
+    maxChainLength: o.maxChainLength,
+    minRsaBits: o.minRsaBits,
+    toleranceMs: o.clockToleranceSec * 1000,
+    maxVerdictAgeMs: o.maxVerdictAgeMs
+  })
+  const connections = new WeakMap<object, ConnectionState>()
+  let connectionCount = 0
+  const rejectionLog = new RejectionLog(o.rejectionLogLimit)
+  const routePolicies = new WeakMap<object, CompiledPolicy<FastifyRequest>>()
+  const anyIdentity = compile({}, 'route config')
+
+  const routePolicy = (config: unknown, where: string): CompiledPolicy<FastifyRequest> | false | undefined => {
+    if (config === undefined) return undefined
+    if (config === false) return false
+    if (config === true) return anyIdentity
+    if (typeof config !== 'object' || config === null) throw invalid(`${where}: config.mtls must be a policy object, true or false`)
+    let compiled = routePolicies.get(config)
+    if (compiled === undefined) {
+      compiled = compile(config as Policy<FastifyRequest>, where)
+      routePolicies.set(config, compiled)
+    }
+    return compiled
+  }
+
+  fastify.addHook('onRoute', (route) => {
+    routePolicy((route.config as { mtls?: unknown } | undefined)?.mtls, `route ${route.method} ${route.url}`)
+  })
+
+  async function safely (what: string, request: FastifyRequest, fn: () => void | Promise<void>): Promise<void> {
+    try {
+      await fn()
+    } catch (err) {
+      request.log.error({ err }, `fastify-mtls-auth: ${what} threw; the outcome is unchanged`)
+    }
+  }
+
+  /** Logs, calls onRejected, and throws unless enforce is false. */
+  async function reject (request: FastifyRequest, reply: FastifyReply, code: RejectionCode, reason: string, outcome: Outcome | undefined, identity: ClientIdentity | null): Promise<void> {
+    const error = rejectionError(code)
+    const leaf = outcome?.leaf
+    const rejection: MtlsRejection = {
+      code,
+      statusCode: STATUS[code],
+      message: error.message,
+      reason,
+      identity,
+      certificate: leaf === undefined ? null : summarise(leaf),
+      enforced: o.enforce
+    }
+    rejectionLog.write(request.log, { code, reason, certificate: rejection.certificate, address: request.raw.socket?.remoteAddress, enforced: o.enforce })
+    const onRejected = o.onRejected
+    if (onRejected !== undefined) await safely('onRejected', request, () => onRejected(rejection, request))
+    if (!o.enforce) return
+    if (o.wwwAuthenticate !== undefined && rejection.statusCode === 401) reply.header('www-authenticate', o.wwwAuthenticate)
+    throw error
+  }
+
+  function connectionOutcome (request: FastifyRequest): Outcome | undefined {
+    const peer = tlsPeer(request)
+    if (peer === undefined) return undefined
+    const now = Date.now()
+    let state = connections.get(peer.connection)
+    if (state !== undefined && state.epoch === auth.epoch && !state.renegotiable) {
+      const out = state.outcome
+      if (out === undefined || out.kind === 'fail' || out.validUntil > now) return out
+    }
+    if (state !== undefined && state.renegotiable && state.epoch === auth.epoch && state.fingerprint === leafFingerprint(peer.socket)) {
+      const out = state.outcome
+      if (out === undefined || out.kind === 'fail' || out.validUntil > now) return out
+    }
+    const chain = presentedChain(peer.socket, MAX_PRESENTED + 1)
+    const outcome = chain === undefined ? undefined : auth.authenticate(chain.fingerprint256, chain.ders)
+    if (state === undefined) {
+      connectionCount++
+      state = { epoch: auth.epoch, fingerprint: chain?.fingerprint256, outcome, renegotiable: peer.socket.getProtocol() !== 'TLSv1.3', tlsVerdictLogged: false }
+      connections.set(peer.connection, state)
+    } else {
+      state.epoch = auth.epoch
+      state.fingerprint = chain?.fingerprint256
+      state.outcome = outcome
+    }
+    if (!state.tlsVerdictLogged && outcome !== undefined) {
+      state.tlsVerdictLogged = true
+      const tlsOk = peer.socket.authorized
+      if (tlsOk !== (outcome.kind === 'ok')) {
+        request.log.info({ 'mtls.tls_authorized': tlsOk, 'mtls.tls_error': String(peer.socket.authorizationError ?? ''), 'mtls.verdict': outcome.kind === 'ok' ? 'accepted' : outcome.code },
+          'fastify-mtls-auth: the TLS layer and the verifier disagree about this client certificate (the verifier decides)')
+      }
+    }
+    return outcome
+  }
+
+  async function check (policy: CompiledPolicy<FastifyRequest>, identity: ClientIdentity, request: FastifyRequest): Promise<boolean> {
+    const r = policy(identity, request)
+    return r === true || (typeof r !== 'boolean' && await r)
+  }
+
+  fastify.decorateRequest('clientIdentity', null)
+
+  fastify.addHook('onRequest', async function mtlsOnRequest (request, reply) {
+    const route = routePolicy((request.routeOptions.config as { mtls?: unknown } | undefined)?.mtls, `route ${request.routeOptions.method} ${request.routeOptions.url}`)
+    if (route === false) return
+    const outcome = connectionOutcome(request)
+    if (outcome === undefined) {
+      if (o.mode === 'required' || route !== undefined) {
+        await reject(request, reply, 'FST_MTLS_CERT_MISSING', 'no client certificate was presented', undefined, null)
+      }
+      return
+    }
+    if (outcome.kind === 'fail') {
+      await reject(request, reply, outcome.code, outcome.reason, outcome, null)
+      return
+    }
+    const identity = outcome.identity
+    request.clientIdentity = identity
+    if (globalPolicy !== undefined && !await check(globalPolicy, identity, request)) {
+      await reject(request, reply, 'FST_MTLS_FORBIDDEN', 'the global policy does not match', outcome, identity)
+      return
+    }
+    if (route !== undefined && !await check(route, identity, request)) {
+      await reject(request, reply, 'FST_MTLS_FORBIDDEN', `the policy of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, outcome, identity)
+      return
+    }
+    const onAuthenticated = o.onAuthenticated
+    if (onAuthenticated !== undefined) await safely('onAuthenticated', request, () => onAuthenticated(identity, request))
+  })
+
+  const namespace: MtlsNamespace = {
+    require (policy?: Policy<FastifyRequest>) {
+      const compiled = policy === undefined ? anyIdentity : compile(policy, 'mtls.require()')
+      return async function mtlsGuard (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+        const identity = request.clientIdentity
+        if (identity === null) {
+          await reject(request, reply, 'FST_MTLS_CERT_MISSING', 'a guarded route was called without a verified client certificate', undefined, null)
+          return
+        }
+        if (!await check(compiled, identity, request)) {
+          await reject(request, reply, 'FST_MTLS_FORBIDDEN', `the guard of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, undefined, identity)
+        }
+      }
+    },
+    status () {
+      const anchors = auth.trust.trust.anchors.map((a) => ({ name: a.info.name, fingerprint256: a.info.fingerprint256, notAfter: a.cert.notAfter.toISOString() }))
+      return { epoch: auth.epoch, mode: o.mode, enforce: o.enforce, anchors, verifications: auth.verifications, caches: { ...auth.cacheSizes, connections: connectionCount } }
+    }
+  }
+  fastify.decorate('mtls', namespace)
+}
+
+export const fastifyMtls = fp(plugin, { fastify: '5.x', name: 'fastify-mtls-auth' })
