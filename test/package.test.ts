@@ -42,6 +42,14 @@ t.test('a verdict comes back through both module systems', async (t) => {
   t.equal(cjs.stdout.trim(), 'InputError', cjs.stderr)
 })
 
+t.test('the plugin is the default export for import, and reachable from require', async (t) => {
+  const esm = run("const m = await import('fastify-mtls-auth'); console.log(typeof m.default, m.default === m.fastifyMtls, m.default[Symbol.for('fastify.display-name')])", 'module')
+  t.equal(esm.stdout.trim(), 'function true fastify-mtls-auth', esm.stderr)
+  // Fastify's register() unwraps a module's default export, so register(require('fastify-mtls-auth')) works
+  const cjs = run("const m = require('fastify-mtls-auth'); const f = require('fastify')({ https: null }); f.register(m, { ca: 'x' }); f.ready().then(() => console.log('started'), (e) => console.log(e.code))", 'commonjs')
+  t.equal(cjs.stdout.trim(), 'FST_MTLS_INVALID_OPTIONS', cjs.stderr)
+})
+
 t.test('deep imports are closed', async (t) => {
   const r = run("try { require('fastify-mtls-auth/dist/verify/chain.js'); console.log('open') } catch (e) { console.log(e.code) }", 'commonjs')
   t.equal(r.stdout.trim(), 'ERR_PACKAGE_PATH_NOT_EXPORTED')
