@@ -33,7 +33,7 @@ export class TrustMaterial {
 
   /** Throws a TypeError that says what is wrong with the material. */
   constructor (input: TrustMaterialInput) {
-    this.trust = new TrustStore(input.ca)
+    this.trust = new TrustStore(input.ca, 'ca')
     const { certs, errors } = parseUntrusted(input.intermediates, 'intermediates')
     if (errors.length > 0) throw new TypeError(errors[0])
     for (const c of certs) this.configured.add(c)
@@ -60,7 +60,7 @@ export interface CheckSettings {
 export const NEGATIVE_TTL_MS = 10_000
 
 interface Positive { epoch: number, outcome: Extract<Outcome, { kind: 'ok' }> }
-interface Negative { epoch: number, outcome: Extract<Outcome, { kind: 'fail' }>, expires: number }
+interface Negative { epoch: number, poolVersion: number, outcome: Extract<Outcome, { kind: 'fail' }>, expires: number }
 
 export class Authenticator {
   private material: TrustMaterial
@@ -104,13 +104,16 @@ export class Authenticator {
     if (leafBytes === undefined) throw new TypeError('authenticate needs a chain with a leaf')
     const negativeKey = this.negativeKey(epoch, leafBytes, chain)
     const miss = this.negative.get(negativeKey)
-    if (miss !== undefined && miss.epoch === epoch && miss.expires > now) return miss.outcome
+    if (miss !== undefined && miss.epoch === epoch && miss.poolVersion === this.learned.version && miss.expires > now) return miss.outcome
 
+    const poolVersion = this.learned.version
     const outcome = this.verify(leafBytes, chain.slice(1), now)
     if (outcome.kind === 'ok') {
       this.positive.set(leafFingerprint, { epoch, outcome })
     } else {
-      this.negative.set(negativeKey, { epoch, outcome, expires: now + NEGATIVE_TTL_MS })
+      // remembered only while the learned intermediates stay as they were: a chain the
+      // pool could not complete may be completable once it has learned more
+      this.negative.set(negativeKey, { epoch, poolVersion, outcome, expires: now + NEGATIVE_TTL_MS })
     }
     return outcome
   }

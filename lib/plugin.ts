@@ -1,6 +1,6 @@
 // The Fastify plugin: a thin shell around the authenticator and the policy compiler.
 import { Server as TlsServer } from 'node:tls'
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { summarise, RejectionLog } from './audit.js'
 import { Authenticator, TrustMaterial, type Outcome } from './authenticator.js'
@@ -22,7 +22,8 @@ export interface MtlsStatus {
   enforce: boolean
   anchors: Array<{ name: string, fingerprint256: string, notAfter: string }>
   verifications: number
-  caches: { positive: number, negative: number, learnedIntermediates: number, connections: number }
+  /** verdict cache sizes, and the number of connections (TLS sockets or HTTP/2 sessions) judged since start */
+  caches: { positive: number, negative: number, learnedIntermediates: number, connectionsSeen: number }
 }
 
 export interface MtlsNamespace {
@@ -43,6 +44,14 @@ declare module 'fastify' {
     mtls?: RouteMtlsConfig
   }
 }
+
+/** Per-request state: the connection's outcome, for guards and the rejection log. */
+const kOutcome = Symbol('fastify-mtls-auth.outcome')
+/** The rejection an error stands for; logged when the error is actually sent. */
+const kRejection = Symbol('fastify-mtls-auth.rejection')
+
+type RequestWithOutcome = FastifyRequest & { [kOutcome]: Outcome | null }
+type ErrorWithRejection = Error & { [kRejection]?: MtlsRejection }
 
 interface ConnectionState {
   epoch: number
@@ -124,13 +133,14 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   const onCheckError = (err: unknown): void => { fastify.log.error({ err }, 'fastify-mtls-auth: a policy check threw; counted as no match') }
   const compile = (policy: Policy<FastifyRequest>, where: string): CompiledPolicy<FastifyRequest> => {
     try {
-      const compiled = compilePolicy(policy, { anchorNames: labels.length > 0 ? labels : undefined, onCheckError })
+      // `anchor` may name only labelled anchors (with none labelled, no name is valid)
+      const compiled = compilePolicy(policy, { anchorNames: labels, onCheckError })
       if (compiled.matchesNamesOnly && material.trust.anchors.length > 1) {
         fastify.log.warn(`fastify-mtls-auth: ${where} matches certificate names without \`anchor\` or \`issuerSpkiSha256\`, and ${material.trust.anchors.length} CAs are trusted: any of them can issue a certificate with those names`)
       }
       return compiled
     } catch (err) {
-      if (err instanceof PolicyError) throw invalid(`${where}: ${err.message}`)
+      if (err instanceof PolicyError) throw invalid(where === 'policy' ? err.message : `${where}: ${err.message}`)
       throw err
     }
   }
@@ -175,10 +185,20 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     }
   }
 
-  /** Logs, calls onRejected, and throws unless enforce is false. */
-  async function reject (request: FastifyRequest, reply: FastifyReply, code: RejectionCode, reason: string, outcome: Outcome | undefined, identity: ClientIdentity | null): Promise<void> {
-    const error = rejectionError(code)
-    const leaf = outcome?.leaf
+  async function report (request: FastifyRequest, rejection: MtlsRejection): Promise<void> {
+    rejectionLog.write(request.log, { code: rejection.code, reason: rejection.reason, certificate: rejection.certificate, address: request.raw.socket?.remoteAddress, enforced: rejection.enforced })
+    const onRejected = o.onRejected
+    if (onRejected !== undefined) await safely('onRejected', request, () => onRejected(rejection, request))
+  }
+
+  /**
+   * Throws the rejection's error, or, with enforce: false, reports it and returns.
+   * An enforced rejection is reported when its error is sent (onError): a guard that
+   * @fastify/auth overrules with another strategy leaves no trace in the reply or the log.
+   */
+  async function reject (request: FastifyRequest, code: RejectionCode, reason: string, identity: ClientIdentity | null): Promise<void> {
+    const error = rejectionError(code) as ErrorWithRejection
+    const leaf = (request as RequestWithOutcome)[kOutcome]?.leaf
     const rejection: MtlsRejection = {
       code,
       statusCode: STATUS[code],
@@ -188,13 +208,20 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       certificate: leaf === undefined ? null : summarise(leaf),
       enforced: o.enforce
     }
-    rejectionLog.write(request.log, { code, reason, certificate: rejection.certificate, address: request.raw.socket?.remoteAddress, enforced: o.enforce })
-    const onRejected = o.onRejected
-    if (onRejected !== undefined) await safely('onRejected', request, () => onRejected(rejection, request))
-    if (!o.enforce) return
-    if (o.wwwAuthenticate !== undefined && rejection.statusCode === 401) reply.header('www-authenticate', o.wwwAuthenticate)
+    if (!o.enforce) {
+      await report(request, rejection)
+      return
+    }
+    error[kRejection] = rejection
     throw error
   }
+
+  fastify.addHook('onError', async (request, reply, error) => {
+    const rejection = (error as ErrorWithRejection)[kRejection]
+    if (rejection === undefined) return
+    await report(request, rejection)
+    if (o.wwwAuthenticate !== undefined && rejection.statusCode === 401) reply.header('www-authenticate', o.wwwAuthenticate)
+  })
 
   function connectionOutcome (request: FastifyRequest): Outcome | undefined {
     const peer = tlsPeer(request)
@@ -220,11 +247,12 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       state.fingerprint = chain?.fingerprint256
       state.outcome = outcome
     }
-    if (!state.tlsVerdictLogged && outcome !== undefined) {
+    if (!state.tlsVerdictLogged) {
       state.tlsVerdictLogged = true
       const tlsOk = peer.socket.authorized
-      if (tlsOk !== (outcome.kind === 'ok')) {
-        request.log.info({ 'mtls.tls_authorized': tlsOk, 'mtls.tls_error': String(peer.socket.authorizationError ?? ''), 'mtls.verdict': outcome.kind === 'ok' ? 'accepted' : outcome.code },
+      // no certificate while the TLS layer says authorized: a TLS 1.3 session resumed without one
+      if (outcome === undefined ? tlsOk : tlsOk !== (outcome.kind === 'ok')) {
+        request.log.info({ 'mtls.tls_authorized': tlsOk, 'mtls.tls_error': String(peer.socket.authorizationError ?? ''), 'mtls.verdict': outcome === undefined ? 'no certificate' : outcome.kind === 'ok' ? 'accepted' : outcome.code },
           'fastify-mtls-auth: the TLS layer and the verifier disagree about this client certificate (the verifier decides)')
       }
     }
@@ -237,29 +265,42 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   }
 
   fastify.decorateRequest('clientIdentity', null)
+  fastify.decorateRequest(kOutcome, null)
 
-  fastify.addHook('onRequest', async function mtlsOnRequest (request, reply) {
-    const route = routePolicy((request.routeOptions.config as { mtls?: unknown } | undefined)?.mtls, `route ${request.routeOptions.method} ${request.routeOptions.url}`)
+  /** Route config of a route registered before the plugin is compiled on its first request. */
+  function routePolicyAtRequest (request: FastifyRequest): CompiledPolicy<FastifyRequest> | false | undefined {
+    try {
+      return routePolicy((request.routeOptions.config as { mtls?: unknown } | undefined)?.mtls, `route ${request.routeOptions.method} ${request.routeOptions.url}`)
+    } catch (err) {
+      // the detail may quote the policy: it goes to the log, never to the client
+      request.log.error({ err }, 'fastify-mtls-auth: invalid config.mtls on this route')
+      throw invalid('this route\'s config.mtls is invalid (the server log says why)')
+    }
+  }
+
+  fastify.addHook('onRequest', async function mtlsOnRequest (request) {
+    const route = routePolicyAtRequest(request)
     if (route === false) return
     const outcome = connectionOutcome(request)
+    ;(request as RequestWithOutcome)[kOutcome] = outcome ?? null
     if (outcome === undefined) {
       if (o.mode === 'required' || route !== undefined) {
-        await reject(request, reply, 'FST_MTLS_CERT_MISSING', 'no client certificate was presented', undefined, null)
+        await reject(request, 'FST_MTLS_CERT_MISSING', 'no client certificate was presented', null)
       }
       return
     }
     if (outcome.kind === 'fail') {
-      await reject(request, reply, outcome.code, outcome.reason, outcome, null)
+      await reject(request, outcome.code, outcome.reason, null)
       return
     }
     const identity = outcome.identity
     request.clientIdentity = identity
     if (globalPolicy !== undefined && !await check(globalPolicy, identity, request)) {
-      await reject(request, reply, 'FST_MTLS_FORBIDDEN', 'the global policy does not match', outcome, identity)
+      await reject(request, 'FST_MTLS_FORBIDDEN', 'the global policy does not match', identity)
       return
     }
     if (route !== undefined && !await check(route, identity, request)) {
-      await reject(request, reply, 'FST_MTLS_FORBIDDEN', `the policy of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, outcome, identity)
+      await reject(request, 'FST_MTLS_FORBIDDEN', `the policy of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, identity)
       return
     }
     const onAuthenticated = o.onAuthenticated
@@ -269,20 +310,20 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   const namespace: MtlsNamespace = {
     require (policy?: Policy<FastifyRequest>) {
       const compiled = policy === undefined ? anyIdentity : compile(policy, 'mtls.require()')
-      return async function mtlsGuard (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+      return async function mtlsGuard (this: FastifyInstance, request: FastifyRequest): Promise<void> {
         const identity = request.clientIdentity
         if (identity === null) {
-          await reject(request, reply, 'FST_MTLS_CERT_MISSING', 'a guarded route was called without a verified client certificate', undefined, null)
+          await reject(request, 'FST_MTLS_CERT_MISSING', 'a guarded route was called without a verified client certificate', null)
           return
         }
         if (!await check(compiled, identity, request)) {
-          await reject(request, reply, 'FST_MTLS_FORBIDDEN', `the guard of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, undefined, identity)
+          await reject(request, 'FST_MTLS_FORBIDDEN', `the guard of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, identity)
         }
       }
     },
     status () {
       const anchors = auth.trust.trust.anchors.map((a) => ({ name: a.info.name, fingerprint256: a.info.fingerprint256, notAfter: a.cert.notAfter.toISOString() }))
-      return { epoch: auth.epoch, mode: o.mode, enforce: o.enforce, anchors, verifications: auth.verifications, caches: { ...auth.cacheSizes, connections: connectionCount } }
+      return { epoch: auth.epoch, mode: o.mode, enforce: o.enforce, anchors, verifications: auth.verifications, caches: { ...auth.cacheSizes, connectionsSeen: connectionCount } }
     }
   }
   fastify.decorate('mtls', namespace)

@@ -553,7 +553,7 @@ function compileAnchor (value: unknown, path: string, context: Context): Test {
   const names = compileStringSet(value, path, (name, itemPath) => {
     if (context.anchorNames !== null && !context.anchorNames.has(name)) {
       const known = [...context.anchorNames].map(known => JSON.stringify(known)).join(', ')
-      throw new PolicyError(`${itemPath}: unknown anchor ${JSON.stringify(name)}; the labelled anchors are: ${known === '' ? '(none)' : known}`)
+      throw new PolicyError(`${itemPath}: unknown anchor ${JSON.stringify(name)}; the labelled anchors are: ${known === '' ? '(none: label them, e.g. ca: [{ name: \'acme\', cert }])' : known}`)
     }
     return name
   })

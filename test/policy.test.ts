@@ -531,7 +531,7 @@ t.test('anchor: the label the path ended at', async t => {
   t.equal(allows({ anchor: 'globex' }, makeIdentity({ anchor: 'globex' }), options), true)
   t.equal(refusal({ anchor: 'initech' }, options), 'policy.anchor: unknown anchor "initech"; the labelled anchors are: "acme", "globex"')
   t.equal(refusal({ anyOf: [{ anchor: ['acme', 'initech'] }] }, options), 'policy.anyOf[0].anchor[1]: unknown anchor "initech"; the labelled anchors are: "acme", "globex"')
-  t.equal(refusal({ anchor: 'acme' }, { anchorNames: [] }), 'policy.anchor: unknown anchor "acme"; the labelled anchors are: (none)')
+  t.equal(refusal({ anchor: 'acme' }, { anchorNames: [] }), 'policy.anchor: unknown anchor "acme"; the labelled anchors are: (none: label them, e.g. ca: [{ name: \'acme\', cert }])')
 })
 
 t.test('compile options are checked', async t => {

@@ -10,6 +10,8 @@ export class LearnedPool implements IssuerSource {
   private readonly certs: LruCache<string, ParsedCertificate>
   private bySubject = new Map<string, ParsedCertificate[]>()
   private dirty = false
+  /** grows whenever a certificate is learned: a failure remembered under an older version may now pass */
+  version = 0
 
   constructor (readonly max = 256) {
     this.certs = new LruCache(max)
@@ -24,6 +26,7 @@ export class LearnedPool implements IssuerSource {
     if (this.certs.get(key) !== undefined) return
     this.certs.set(key, cert)
     this.dirty = true
+    this.version++
   }
 
   bySubjectKey (key: string): readonly ParsedCertificate[] {

@@ -60,12 +60,13 @@ export class TrustStore {
   private readonly index = new CertificateIndex()
   private readonly byHash = new Map<string, TrustAnchor>()
 
-  constructor (input: TrustAnchorInput) {
+  /** `option` names the input in error messages ('trustAnchors' for verifyCertificateChain, 'ca' for the plugin). */
+  constructor (input: TrustAnchorInput, option = 'trustAnchors') {
     const items = Array.isArray(input) ? input as ReadonlyArray<CertificateInput | LabelledCertificate> : [input as CertificateInput | LabelledCertificate]
     const anchors: TrustAnchor[] = []
     const labels = new Set<string>()
     items.forEach((item, i) => {
-      const what = `trustAnchors[${i}]`
+      const what = `${option}[${i}]`
       let label: string | undefined
       let certs: ParsedCertificate[]
       if (isLabelled(item)) {
@@ -93,12 +94,12 @@ export class TrustStore {
         this.byHash.set(cert.sha256.toString('latin1'), anchor)
       }
     })
-    if (anchors.length === 0) throw new InputError('trustAnchors: at least one trust anchor is required')
+    if (anchors.length === 0) throw new InputError(`${option}: at least one trust anchor is required`)
     // an unlabelled anchor is named by its subject: a label equal to it would let a policy's
     // `anchor` match either CA
     for (const a of anchors) {
       if (!a.labelled && labels.has(a.info.name)) {
-        throw new InputError(`trustAnchors: the label "${a.cert.subject.rfc4514}" is also the subject of an unlabelled anchor; label that anchor too`)
+        throw new InputError(`${option}: the label "${a.cert.subject.rfc4514}" is also the subject of an unlabelled anchor; label that anchor too`)
       }
     }
     this.anchors = Object.freeze(anchors)
