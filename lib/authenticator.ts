@@ -8,13 +8,13 @@ import { DenyList } from './deny.js'
 import { identityFromPath } from './identity.js'
 import type { DenyEntry } from './options.js'
 import type { ClientIdentity, CertificateInput, TrustAnchorInput, VerificationCode, VerifyPurpose } from './types.js'
-import { verifyPath } from './verify/chain.js'
+import { crlSignedBy, verifyPath } from './verify/chain.js'
 import { LearnedPool } from './verify/pool.js'
 import { CertificateIndex, TrustStore, parseUntrusted } from './verify/trust.js'
 import { MAX_PRESENTED, parseCrls } from './verify/verify.js'
 
 export type Outcome =
-  | { kind: 'ok', identity: ClientIdentity, leaf: ParsedCertificate, validUntil: number }
+  | { kind: 'ok', identity: ClientIdentity, leaf: ParsedCertificate, validUntil: number, warnings: readonly string[] }
   | { kind: 'fail', code: VerificationCode | 'FST_MTLS_CERT_REVOKED', reason: string, leaf: ParsedCertificate | undefined }
 
 export interface TrustMaterialInput {
@@ -39,7 +39,20 @@ export class TrustMaterial {
     for (const c of certs) this.configured.add(c)
     this.crls = parseCrls(input.crl, 'crl')
     this.deny = new DenyList(input.deny)
+    // a CRL that does not verify with the CA it names would make every client of that CA unknown;
+    // a CRL from a CA known only from clients' chains is checked when it is used
+    this.crls.forEach((crl, i) => {
+      const issuers = [...this.trust.anchors.map((a) => a.cert), ...this.configured.all].filter((c) => c.subject.key === crl.issuer.key)
+      if (issuers.length === 0) {
+        this.warnings.push(`crl[${i}]: its issuer "${crl.issuer.rfc4514}" is neither in ca nor in intermediates, so its signature is checked only when a client presents that CA (add it to intermediates to check it now)`)
+      } else if (!issuers.some((c) => crlSignedBy(crl, c))) {
+        throw new TypeError(`crl[${i}]: the signature of the CRL from "${crl.issuer.rfc4514}" does not verify with that CA's key`)
+      }
+    })
   }
+
+  /** Things worth a warning that do not make the material unusable. */
+  readonly warnings: string[] = []
 
   /** Labels of the labelled anchors (what a policy's `anchor` may name). */
   get anchorLabels (): string[] {
@@ -48,6 +61,7 @@ export class TrustMaterial {
 }
 
 export interface CheckSettings {
+  revocationSoftFail: boolean
   purpose: VerifyPurpose
   requireClientAuthEku: boolean
   maxChainLength: number
@@ -155,7 +169,8 @@ export class Authenticator {
       purpose: s.purpose,
       requireClientAuthEku: s.requireClientAuthEku,
       maxChainLength: s.maxChainLength,
-      minRsaBits: s.minRsaBits
+      minRsaBits: s.minRsaBits,
+      revocationSoftFail: s.revocationSoftFail
     })
     if (!result.ok) return { kind: 'fail', code: result.code, reason: result.message, leaf }
     const denied = m.deny.match(result.path)
@@ -165,7 +180,8 @@ export class Authenticator {
       kind: 'ok',
       identity: identityFromPath({ path: result.path, trustAnchor: result.anchor.info, source: 'tls' }),
       leaf,
-      validUntil: Math.min(result.validUntil.getTime(), now + s.maxVerdictAgeMs)
+      validUntil: Math.min(result.validUntil.getTime(), now + s.maxVerdictAgeMs),
+      warnings: result.warnings
     }
   }
 }

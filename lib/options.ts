@@ -47,6 +47,12 @@ export interface FastifyMtlsOptions {
   intermediates?: CertificateInput | readonly CertificateInput[]
   /** CRLs (PEM or DER) */
   crl?: CertificateInput | readonly CertificateInput[]
+  /** 'hard-fail' (default): a stale or missing CRL for an issuer that has one refuses the client; 'soft-fail': accepted with a warning */
+  crlMode?: 'hard-fail' | 'soft-fail'
+  /** warn this many days before an anchor, the server certificate or a client certificate expires (default 14; 0 turns it off) */
+  expiryWarningDays?: number
+  /** new session-ticket keys on every reload (forces full handshakes; default false) */
+  rotateTicketKeysOnReload?: boolean
   requireClientAuthEku?: boolean
   clockToleranceSec?: number
   minRsaBits?: number
@@ -67,7 +73,8 @@ export interface FastifyMtlsOptions {
 
 const KNOWN = new Set([
   'ca', 'mode', 'policy', 'intermediates', 'crl', 'requireClientAuthEku', 'clockToleranceSec', 'minRsaBits', 'maxChainLength',
-  'maxVerdictAgeSec', 'deny', 'enforce', 'wwwAuthenticate', 'rejectionLogLimit', 'onAuthenticated', 'onRejected'
+  'maxVerdictAgeSec', 'deny', 'enforce', 'wwwAuthenticate', 'rejectionLogLimit', 'onAuthenticated', 'onRejected',
+  'crlMode', 'expiryWarningDays', 'rotateTicketKeysOnReload'
 ])
 
 export interface NormalisedPluginOptions {
@@ -76,6 +83,9 @@ export interface NormalisedPluginOptions {
   policy: Policy<FastifyRequest> | undefined
   intermediates: readonly CertificateInput[]
   crl: readonly CertificateInput[]
+  crlSoftFail: boolean
+  expiryWarningMs: number
+  rotateTicketKeysOnReload: boolean
   requireClientAuthEku: boolean
   clockToleranceSec: number
   minRsaBits: number
@@ -130,6 +140,8 @@ export function normaliseOptions (raw: unknown): NormalisedPluginOptions {
     throw invalid('wwwAuthenticate must be a non-empty header value without line breaks')
   }
   if (raw.deny !== undefined && !Array.isArray(raw.deny)) throw invalid('deny must be an array of fingerprints, SPKI hashes or { issuer, serialNumber } entries')
+  const crlMode = raw.crlMode ?? 'hard-fail'
+  if (crlMode !== 'hard-fail' && crlMode !== 'soft-fail') throw invalid(`crlMode must be 'hard-fail' or 'soft-fail', got ${JSON.stringify(crlMode)}`)
   const tolerance = raw.clockToleranceSec ?? 0
   if (typeof tolerance !== 'number' || !Number.isFinite(tolerance) || tolerance < 0 || tolerance > 86400) throw invalid('clockToleranceSec must be a number of seconds from 0 to 86400')
   return Object.freeze({
@@ -138,6 +150,9 @@ export function normaliseOptions (raw: unknown): NormalisedPluginOptions {
     policy: raw.policy as Policy<FastifyRequest> | undefined,
     intermediates: list(raw.intermediates as CertificateInput | CertificateInput[] | undefined),
     crl: list(raw.crl as CertificateInput | CertificateInput[] | undefined),
+    crlSoftFail: crlMode === 'soft-fail',
+    expiryWarningMs: int(raw.expiryWarningDays, 'expiryWarningDays', 0, 365, 14) * 86_400_000,
+    rotateTicketKeysOnReload: bool(raw.rotateTicketKeysOnReload, 'rotateTicketKeysOnReload', false),
     requireClientAuthEku: bool(raw.requireClientAuthEku, 'requireClientAuthEku', false),
     clockToleranceSec: tolerance,
     minRsaBits: int(raw.minRsaBits, 'minRsaBits', 1024, 8192, 2048),

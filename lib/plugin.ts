@@ -1,4 +1,5 @@
 // The Fastify plugin: a thin shell around the authenticator and the policy compiler.
+import { X509Certificate } from 'node:crypto'
 import { Server as TlsServer } from 'node:tls'
 import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
@@ -6,7 +7,12 @@ import { summarise, RejectionLog } from './audit.js'
 import { Authenticator, TrustMaterial, type Outcome } from './authenticator.js'
 import { toDerList } from './der/pem.js'
 import { getCertificate } from './der/store.js'
-import { rejectionError } from './errors.js'
+import { MtlsReloadInvalidError, rejectionError } from './errors.js'
+import { LruCache } from './cache.js'
+import { toPem } from './der/pem.js'
+import { applyContext, checkContext, contextOptions, usesPfx } from './reload.js'
+import type { CertificateInput, TrustAnchorInput } from './types.js'
+import type { DenyEntry } from './options.js'
 import { invalid, normaliseOptions, type FastifyMtlsOptions, type MtlsRejection, type NormalisedPluginOptions } from './options.js'
 import { compilePolicy, PolicyError, type CompiledPolicy } from './policy.js'
 import { leafFingerprint, presentedChain, tlsPeer } from './sources/tls.js'
@@ -16,11 +22,33 @@ import { MAX_PRESENTED } from './verify/verify.js'
 /** Route config: a policy the route requires, `true` for any verified identity, `false` to exempt the route. */
 export type RouteMtlsConfig = Policy<FastifyRequest> | boolean
 
+export interface ReloadInput {
+  ca?: TrustAnchorInput
+  intermediates?: CertificateInput | readonly CertificateInput[]
+  crl?: CertificateInput | readonly CertificateInput[]
+  deny?: readonly DenyEntry[]
+  /** the server's private key (PEM); give it with `cert` when the key changes */
+  key?: string | Buffer
+  /** the server's certificate chain (PEM) */
+  cert?: string | Buffer
+}
+
+export interface ReloadOutcome {
+  at: string
+  ok: boolean
+  /** what was replaced */
+  changed: string[]
+  error: string | null
+}
+
 export interface MtlsStatus {
   epoch: number
   mode: 'required' | 'optional'
   enforce: boolean
   anchors: Array<{ name: string, fingerprint256: string, notAfter: string }>
+  /** configured CRLs by issuer */
+  crls: Array<{ issuer: string, thisUpdate: string, nextUpdate: string | null, stale: boolean, revoked: number }>
+  lastReload: ReloadOutcome | null
   verifications: number
   /** verdict cache sizes, and the number of connections (TLS sockets or HTTP/2 sessions) judged since start */
   caches: { positive: number, negative: number, learnedIntermediates: number, connectionsSeen: number }
@@ -30,6 +58,12 @@ export interface MtlsNamespace {
   /** A hook for onRequest or preHandler: 401 without an identity, 403 when the policy does not match. Throws FST_MTLS_* errors. */
   require: (policy?: Policy<FastifyRequest>) => onRequestAsyncHookHandler
   status: () => MtlsStatus
+  /**
+   * Replaces trust material (and the server's key/certificate) at once. Omitted fields
+   * keep their value. Everything is checked first; on any problem the promise rejects
+   * with FST_MTLS_RELOAD_INVALID and the old material stays in force. Reloads run one at a time.
+   */
+  reload: (input: ReloadInput) => Promise<ReloadOutcome>
 }
 
 declare module 'fastify' {
@@ -96,6 +130,9 @@ function checkServer (fastify: FastifyInstance, material: TrustMaterial): void {
     throw invalid('the server is not HTTPS, so there is no client certificate to read: create Fastify with https: { key, cert, ca, requestCert: true } (add http2: true for HTTP/2)')
   }
   const tlsServer = server as TlsServer & { requestCert?: boolean, rejectUnauthorized?: boolean, ca?: unknown }
+  if (usesPfx(tlsServer)) {
+    throw invalid('https.pfx is not supported: the CA certificates inside a .pfx become trusted for client certificates at the TLS layer, and a reload cannot rebuild it; convert it once (openssl pkcs12 -in server.pfx -nodes) and pass key, cert and ca as PEM')
+  }
   if (tlsServer.requestCert !== true) {
     throw invalid('the HTTPS server was created without requestCert: true, so clients are never asked for a certificate: set https: { requestCert: true, ca } when creating Fastify')
   }
@@ -128,6 +165,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     throw invalid((err as Error).message)
   }
   checkServer(fastify, material)
+  for (const w of material.warnings) fastify.log.warn(`fastify-mtls-auth: ${w}`)
 
   const labels = material.anchorLabels
   const onCheckError = (err: unknown): void => { fastify.log.error({ err }, 'fastify-mtls-auth: a policy check threw; counted as no match') }
@@ -147,6 +185,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   const globalPolicy = o.policy === undefined ? undefined : compile(o.policy, 'policy')
 
   const auth = new Authenticator(material, {
+    revocationSoftFail: o.crlSoftFail,
     purpose: 'clientAuth',
     requireClientAuthEku: o.requireClientAuthEku,
     maxChainLength: o.maxChainLength,
@@ -238,6 +277,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     }
     const chain = presentedChain(peer.socket, MAX_PRESENTED + 1)
     const outcome = chain === undefined ? undefined : auth.authenticate(chain.fingerprint256, chain.ders)
+    if (outcome?.kind === 'ok') noteVerdict(request, outcome)
     if (state === undefined) {
       connectionCount++
       state = { epoch: auth.epoch, fingerprint: chain?.fingerprint256, outcome, renegotiable: peer.socket.getProtocol() !== 'TLSv1.3', tlsVerdictLogged: false }
@@ -259,6 +299,21 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     return outcome
   }
 
+  // warnings are written once per verdict and expiry warnings once per certificate (bounded)
+  const warnedVerdicts = new WeakSet<object>()
+  const warnedExpiry = new LruCache<string, true>(1024)
+  function noteVerdict (request: FastifyRequest, outcome: Extract<Outcome, { kind: 'ok' }>): void {
+    if (outcome.warnings.length > 0 && !warnedVerdicts.has(outcome)) {
+      warnedVerdicts.add(outcome)
+      for (const w of outcome.warnings) request.log.warn({ 'mtls.reason': w, 'tls.client.hash.sha256': outcome.leaf.fingerprint256.replace(/:/g, '') }, 'fastify-mtls-auth: revocation status unknown, accepted (crlMode: soft-fail)')
+    }
+    const leaf = outcome.leaf
+    if (o.expiryWarningMs > 0 && leaf.notAfter.getTime() < Date.now() + o.expiryWarningMs && warnedExpiry.get(leaf.fingerprint256) === undefined) {
+      warnedExpiry.set(leaf.fingerprint256, true)
+      request.log.warn({ 'tls.client.subject': leaf.subject.rfc4514, 'tls.client.hash.sha256': leaf.fingerprint256.replace(/:/g, ''), 'tls.client.not_after': leaf.notAfter.toISOString() }, 'fastify-mtls-auth: a client certificate expires soon')
+    }
+  }
+
   async function check (policy: CompiledPolicy<FastifyRequest>, identity: ClientIdentity, request: FastifyRequest): Promise<boolean> {
     const r = policy(identity, request)
     return r === true || (typeof r !== 'boolean' && await r)
@@ -266,6 +321,82 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
 
   fastify.decorateRequest('clientIdentity', null)
   fastify.decorateRequest(kOutcome, null)
+
+  // ---- rotation
+
+  let current = { ca: o.ca, intermediates: o.intermediates, crl: o.crl, deny: o.deny }
+  let lastReload: ReloadOutcome | null = null
+  let reloads: Promise<void> = Promise.resolve()
+  const RELOAD_KEYS = new Set(['ca', 'intermediates', 'crl', 'deny', 'key', 'cert'])
+
+  async function reloadNow (input: ReloadInput): Promise<ReloadOutcome> {
+    const at = new Date().toISOString()
+    const changed = input !== null && typeof input === 'object' ? Object.keys(input).filter((k) => (input as Record<string, unknown>)[k] !== undefined) : []
+    const fail = (message: string): never => {
+      lastReload = { at, ok: false, changed, error: message }
+      fastify.log.error({ 'mtls.reload': changed }, `fastify-mtls-auth: reload refused, the old trust material stays in force: ${message}`)
+      throw new MtlsReloadInvalidError(message)
+    }
+    if (input === null || typeof input !== 'object') return fail('reload() takes an object such as { ca, crl }')
+    const unknown = Object.keys(input).filter((k) => !RELOAD_KEYS.has(k))
+    if (unknown.length > 0) return fail(`unknown field ${JSON.stringify(unknown[0])} (reload takes ${[...RELOAD_KEYS].join(', ')})`)
+    if (changed.length === 0) return fail('nothing to reload: give at least one of ca, intermediates, crl, deny, key, cert')
+    const list = <T>(x: T | readonly T[] | undefined, keep: readonly T[]): readonly T[] => x === undefined ? keep : Array.isArray(x) ? [...x as readonly T[]] : [x as T]
+    const next = {
+      ca: input.ca ?? current.ca,
+      intermediates: list(input.intermediates, current.intermediates),
+      crl: list(input.crl, current.crl),
+      deny: input.deny === undefined ? current.deny : [...input.deny]
+    }
+    let material: TrustMaterial
+    try {
+      material = new TrustMaterial(next)
+    } catch (err) {
+      return fail((err as Error).message)
+    }
+    const server = fastify.server as unknown as TlsServer
+    const tlsChange = {
+      ...(input.key === undefined ? {} : { key: input.key }),
+      ...(input.cert === undefined ? {} : { cert: input.cert }),
+      ...(input.ca === undefined ? {} : { ca: material.trust.anchors.map((a) => toPem(a.cert.der)).join('') })
+    }
+    let contextChange: ReturnType<typeof contextOptions> | undefined
+    if (Object.keys(tlsChange).length > 0) {
+      contextChange = contextOptions(server, tlsChange)
+      try {
+        checkContext(contextChange, tlsChange)
+      } catch (err) {
+        return fail((err as Error).message)
+      }
+    }
+    // all checked: swap the trust, then the TLS context (a handshake in between is judged by the new trust)
+    auth.replace(material)
+    current = next
+    for (const w of material.warnings) fastify.log.warn(`fastify-mtls-auth: ${w}`)
+    if (contextChange !== undefined) applyContext(server, contextChange, o.rotateTicketKeysOnReload)
+    lastReload = { at, ok: true, changed, error: null }
+    fastify.log.info({ 'mtls.reload': changed, 'mtls.epoch': auth.epoch }, 'fastify-mtls-auth: trust material reloaded')
+    warnExpiring()
+    return lastReload
+  }
+
+  function warnExpiring (): void {
+    if (o.expiryWarningMs === 0) return
+    const soon = Date.now() + o.expiryWarningMs
+    for (const a of auth.trust.trust.anchors) {
+      if (a.cert.notAfter.getTime() < soon) fastify.log.warn({ 'mtls.anchor': a.info.name, 'tls.client.not_after': a.cert.notAfter.toISOString() }, 'fastify-mtls-auth: a trust anchor expires soon')
+    }
+    const cert = (fastify.server as unknown as { cert?: unknown }).cert
+    if (typeof cert === 'string' || cert instanceof Uint8Array) {
+      try {
+        const leaf = new X509Certificate(cert as string | Buffer)
+        if (Date.parse(leaf.validTo) < soon) fastify.log.warn({ 'tls.server.subject': leaf.subject, 'tls.server.not_after': leaf.validTo }, 'fastify-mtls-auth: the server certificate expires soon')
+      } catch {
+        // the server's own certificate is OpenSSL's business; nothing to warn about here
+      }
+    }
+  }
+  warnExpiring()
 
   /** Route config of a route registered before the plugin is compiled on its first request. */
   function routePolicyAtRequest (request: FastifyRequest): CompiledPolicy<FastifyRequest> | false | undefined {
@@ -322,8 +453,31 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       }
     },
     status () {
-      const anchors = auth.trust.trust.anchors.map((a) => ({ name: a.info.name, fingerprint256: a.info.fingerprint256, notAfter: a.cert.notAfter.toISOString() }))
-      return { epoch: auth.epoch, mode: o.mode, enforce: o.enforce, anchors, verifications: auth.verifications, caches: { ...auth.cacheSizes, connectionsSeen: connectionCount } }
+      const m = auth.trust
+      const now = Date.now()
+      const anchors = m.trust.anchors.map((a) => ({ name: a.info.name, fingerprint256: a.info.fingerprint256, notAfter: a.cert.notAfter.toISOString() }))
+      const crls = m.crls.map((c) => ({
+        issuer: c.issuer.rfc4514,
+        thisUpdate: c.thisUpdate.toISOString(),
+        nextUpdate: c.nextUpdate?.toISOString() ?? null,
+        stale: c.nextUpdate === undefined || c.nextUpdate.getTime() + o.clockToleranceSec * 1000 < now,
+        revoked: c.revoked.size
+      }))
+      return {
+        epoch: auth.epoch,
+        mode: o.mode,
+        enforce: o.enforce,
+        anchors,
+        crls,
+        lastReload,
+        verifications: auth.verifications,
+        caches: { ...auth.cacheSizes, connectionsSeen: connectionCount }
+      }
+    },
+    reload (input: ReloadInput) {
+      const run = reloads.then(() => reloadNow(input))
+      reloads = run.then(() => undefined, () => undefined)
+      return run
     }
   }
   fastify.decorate('mtls', namespace)

@@ -24,6 +24,10 @@ export interface CheckOptions {
 }
 
 export interface PathOptions extends CheckOptions {
+  /** accept a certificate whose revocation status is unknown (stale or missing CRL), with a warning */
+  revocationSoftFail?: boolean
+  /** revocation is required for this certificate even when no CRL names its issuer (an allow-listed distribution point) */
+  revocationRequired?: (cert: ParsedCertificate) => boolean
   trust: TrustStore
   /** certificates presented with the leaf (bounded by the caller) */
   presented: IssuerSource
@@ -32,8 +36,11 @@ export interface PathOptions extends CheckOptions {
   crls: readonly ParsedCrl[]
 }
 
+/** How long a verdict that soft-failed revocation may be reused: a fresh CRL should be picked up soon. */
+export const SOFT_FAIL_VERDICT_MS = 60_000
+
 export type PathResult =
-  | { ok: true, path: ParsedCertificate[], anchor: TrustAnchor, validUntil: Date }
+  | { ok: true, path: ParsedCertificate[], anchor: TrustAnchor, validUntil: Date, warnings: string[] }
   | { ok: false, code: VerificationCode, message: string }
 
 /** Signature checks allowed per verification (bounded work on hostile input). */
@@ -77,7 +84,7 @@ function certSignedBy (child: ParsedCertificate, issuer: ParsedCertificate): boo
   return signedBy(child.tbs, child.signatureAlgorithm, child.signature, child.sha256.toString('latin1') + issuer.sha256.toString('latin1'), issuer)
 }
 
-function crlSignedBy (crl: ParsedCrl, issuer: ParsedCertificate): boolean {
+export function crlSignedBy (crl: ParsedCrl, issuer: ParsedCertificate): boolean {
   return signedBy(crl.tbs, crl.signatureAlgorithm, crl.signature, 'crl' + crl.sha256.toString('latin1') + issuer.sha256.toString('latin1'), issuer)
 }
 
@@ -209,10 +216,11 @@ function checkPurpose (path: ParsedCertificate[], o: PathOptions): Failure | und
   return undefined
 }
 
-interface RevocationOutcome { failure?: Failure, nextUpdate?: number }
+interface RevocationOutcome { failure?: Failure, nextUpdate?: number, warnings: string[] }
 
 function checkRevocation (path: ParsedCertificate[], o: PathOptions): RevocationOutcome {
-  if (o.crls.length === 0) return {}
+  const warnings: string[] = []
+  if (o.crls.length === 0 && o.revocationRequired === undefined) return { warnings }
   let nextUpdate: number | undefined
   // the anchor itself is never revocation-checked
   for (let i = 0; i < path.length - 1; i++) {
@@ -221,8 +229,8 @@ function checkRevocation (path: ParsedCertificate[], o: PathOptions): Revocation
     // chosen by name; the signature decides whether the CRL is the issuer's (a CRL that names the
     // issuer but does not verify makes the status unknown, never unchecked)
     const mine = o.crls.filter((crl) => crl.issuer.key === issuer.subject.key)
-    if (mine.length === 0) continue
-    const reasons: string[] = []
+    if (mine.length === 0 && o.revocationRequired?.(c) !== true) continue
+    const reasons: string[] = mine.length === 0 ? ['no CRL from its allow-listed distribution point is available'] : []
     let best: ParsedCrl | undefined
     const isCa = c.basicConstraints?.ca === true
     for (const crl of mine) {
@@ -236,15 +244,21 @@ function checkRevocation (path: ParsedCertificate[], o: PathOptions): Revocation
       }
     }
     if (best === undefined) {
-      return { failure: { rank: RANK.REVOCATION, code: 'FST_MTLS_REVOCATION_UNKNOWN', message: `${describe(c)}: no usable CRL from its issuer (${reasons.join('; ')})` } }
+      const message = `${describe(c)}: no usable CRL from its issuer (${reasons.join('; ')})`
+      if (o.revocationSoftFail === true) {
+        warnings.push(message)
+        nextUpdate = Math.min(nextUpdate ?? Infinity, o.at + SOFT_FAIL_VERDICT_MS)
+        continue
+      }
+      return { failure: { rank: RANK.REVOCATION, code: 'FST_MTLS_REVOCATION_UNKNOWN', message }, warnings }
     }
     const entry = best.revoked.get(c.serial)
     if (entry !== undefined) {
-      return { failure: { rank: RANK.REVOCATION, code: 'FST_MTLS_CERT_REVOKED', message: `${describe(c)} was revoked on ${entry.revocationDate.toISOString()}` } }
+      return { failure: { rank: RANK.REVOCATION, code: 'FST_MTLS_CERT_REVOKED', message: `${describe(c)} was revoked on ${entry.revocationDate.toISOString()}` }, warnings }
     }
     if (best.nextUpdate !== undefined) nextUpdate = Math.min(nextUpdate ?? Infinity, best.nextUpdate.getTime())
   }
-  return nextUpdate === undefined ? {} : { nextUpdate }
+  return nextUpdate === undefined ? { warnings } : { nextUpdate, warnings }
 }
 
 function crlUnusable (crl: ParsedCrl, issuer: ParsedCertificate, o: PathOptions): string | undefined {
@@ -277,7 +291,7 @@ function validatePath (path: ParsedCertificate[], anchor: TrustAnchor, o: PathOp
   if (rev.failure !== undefined) return rev.failure
   let validUntil = rev.nextUpdate ?? Infinity
   for (const c of path) validUntil = Math.min(validUntil, c.notAfter.getTime() + o.toleranceMs)
-  return { ok: true, path, anchor, validUntil: new Date(validUntil) }
+  return { ok: true, path, anchor, validUntil: new Date(validUntil), warnings: rev.warnings }
 }
 
 export function verifyPath (leaf: ParsedCertificate, o: PathOptions): PathResult {
