@@ -2,6 +2,7 @@
 import type { FastifyRequest } from 'fastify'
 import { MtlsInvalidOptionsError } from './errors.js'
 import type { CertificateInput, ClientIdentity, Policy, RejectionCode, TrustAnchorInput } from './types.js'
+import { checkWatchOptions, type WatchOptions } from './watch.js'
 
 export interface DenyBySerial {
   /** the issuer's distinguished name as `identity.issuer.rfc4514` prints it */
@@ -53,6 +54,8 @@ export interface FastifyMtlsOptions {
   expiryWarningDays?: number
   /** new session-ticket keys on every reload (forces full handshakes; default false) */
   rotateTicketKeysOnReload?: boolean
+  /** file paths to reload from when their contents change (Kubernetes secrets, Vault Agent, cert-manager) */
+  watch?: WatchOptions
   requireClientAuthEku?: boolean
   clockToleranceSec?: number
   minRsaBits?: number
@@ -74,7 +77,7 @@ export interface FastifyMtlsOptions {
 const KNOWN = new Set([
   'ca', 'mode', 'policy', 'intermediates', 'crl', 'requireClientAuthEku', 'clockToleranceSec', 'minRsaBits', 'maxChainLength',
   'maxVerdictAgeSec', 'deny', 'enforce', 'wwwAuthenticate', 'rejectionLogLimit', 'onAuthenticated', 'onRejected',
-  'crlMode', 'expiryWarningDays', 'rotateTicketKeysOnReload'
+  'crlMode', 'expiryWarningDays', 'rotateTicketKeysOnReload', 'watch'
 ])
 
 export interface NormalisedPluginOptions {
@@ -86,6 +89,7 @@ export interface NormalisedPluginOptions {
   crlSoftFail: boolean
   expiryWarningMs: number
   rotateTicketKeysOnReload: boolean
+  watch: WatchOptions | undefined
   requireClientAuthEku: boolean
   clockToleranceSec: number
   minRsaBits: number
@@ -100,6 +104,14 @@ export interface NormalisedPluginOptions {
 }
 
 export const invalid = (message: string): Error => new MtlsInvalidOptionsError(message)
+
+function watchOptions (w: unknown): WatchOptions {
+  try {
+    return checkWatchOptions(w)
+  } catch (err) {
+    throw invalid((err as Error).message)
+  }
+}
 
 const isPlainObject = (x: unknown): x is Record<string, unknown> =>
   typeof x === 'object' && x !== null && (Object.getPrototypeOf(x) === Object.prototype || Object.getPrototypeOf(x) === null)
@@ -153,6 +165,7 @@ export function normaliseOptions (raw: unknown): NormalisedPluginOptions {
     crlSoftFail: crlMode === 'soft-fail',
     expiryWarningMs: int(raw.expiryWarningDays, 'expiryWarningDays', 0, 365, 14) * 86_400_000,
     rotateTicketKeysOnReload: bool(raw.rotateTicketKeysOnReload, 'rotateTicketKeysOnReload', false),
+    watch: raw.watch === undefined ? undefined : watchOptions(raw.watch),
     requireClientAuthEku: bool(raw.requireClientAuthEku, 'requireClientAuthEku', false),
     clockToleranceSec: tolerance,
     minRsaBits: int(raw.minRsaBits, 'minRsaBits', 1024, 8192, 2048),

@@ -11,6 +11,7 @@ import { MtlsReloadInvalidError, rejectionError } from './errors.js'
 import { LruCache } from './cache.js'
 import { toPem } from './der/pem.js'
 import { applyContext, checkContext, contextOptions, usesPfx } from './reload.js'
+import { FileWatcher, type WatchStatus } from './watch.js'
 import type { CertificateInput, TrustAnchorInput } from './types.js'
 import type { DenyEntry } from './options.js'
 import { invalid, normaliseOptions, type FastifyMtlsOptions, type MtlsRejection, type NormalisedPluginOptions } from './options.js'
@@ -49,6 +50,8 @@ export interface MtlsStatus {
   /** configured CRLs by issuer */
   crls: Array<{ issuer: string, thisUpdate: string, nextUpdate: string | null, stale: boolean, revoked: number }>
   lastReload: ReloadOutcome | null
+  /** the `watch` option's files and last outcome, or null without it */
+  watch: WatchStatus | null
   verifications: number
   /** verdict cache sizes, and the number of connections (TLS sockets or HTTP/2 sessions) judged since start */
   caches: { positive: number, negative: number, learnedIntermediates: number, connectionsSeen: number }
@@ -398,6 +401,12 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   }
   warnExpiring()
 
+  const watcher = o.watch === undefined ? undefined : new FileWatcher(o.watch, { reload: async (input) => await namespace.reload(input as ReloadInput), log: fastify.log })
+  if (watcher !== undefined) {
+    fastify.addHook('onReady', async () => { await watcher.start() })
+    fastify.addHook('onClose', async () => { watcher.close() })
+  }
+
   /** Route config of a route registered before the plugin is compiled on its first request. */
   function routePolicyAtRequest (request: FastifyRequest): CompiledPolicy<FastifyRequest> | false | undefined {
     try {
@@ -470,6 +479,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
         anchors,
         crls,
         lastReload,
+        watch: watcher === undefined ? null : { ...watcher.state, files: [...watcher.state.files] },
         verifications: auth.verifications,
         caches: { ...auth.cacheSizes, connectionsSeen: connectionCount }
       }

@@ -304,7 +304,7 @@ export class CrlFetcher {
       lastError: e.lastError ?? null,
       nextRefresh: this.closed || (e.crl === undefined && e.lastFetch === undefined) ? null : iso(this.nextAttemptAt(e)),
       stale: e.crl?.nextUpdate === undefined || e.crl.nextUpdate.getTime() < now
-    })).sort((a, b) => a.url < b.url ? -1 : a.url > b.url ? 1 : 0)
+    })).sort((a, b) => a.url < b.url ? -1 : 1) // URLs are distinct
   }
 
   /** Stops the refresh timers and aborts downloads in progress; ensure() then does nothing. */
