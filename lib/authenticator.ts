@@ -8,9 +8,11 @@ import { DenyList } from './deny.js'
 import { identityFromPath } from './identity.js'
 import type { DenyEntry } from './options.js'
 import type { ClientIdentity, CertificateInput, TrustAnchorInput, VerificationCode, VerifyPurpose } from './types.js'
-import { crlSignedBy, verifyPath } from './verify/chain.js'
+import { crlSignedBy, SOFT_FAIL_VERDICT_MS, verifyPath, type PathOptions, type PathResult } from './verify/chain.js'
+import type { CrlFetcher } from './revocation/crl-fetcher.js'
+import type { OcspChecker } from './revocation/ocsp.js'
 import { LearnedPool } from './verify/pool.js'
-import { CertificateIndex, TrustStore, parseUntrusted } from './verify/trust.js'
+import { CertificateIndex, TrustStore, parseUntrusted, type IssuerSource } from './verify/trust.js'
 import { MAX_PRESENTED, parseCrls } from './verify/verify.js'
 
 export type Outcome =
@@ -74,6 +76,14 @@ export interface CheckSettings {
 export const NEGATIVE_TTL_MS = 10_000
 
 interface Positive { epoch: number, outcome: Extract<Outcome, { kind: 'ok' }> }
+type VerifiedPath = Extract<PathResult, { ok: true }>
+interface Verified { kind: 'verified', result: VerifiedPath, leaf: ParsedCertificate, presented: IssuerSource }
+
+/** Online revocation sources, both optional. */
+export interface OnlineChecks {
+  crlFetcher?: CrlFetcher
+  ocsp?: { checker: OcspChecker, softFail: boolean }
+}
 interface Negative { epoch: number, poolVersion: number, outcome: Extract<Outcome, { kind: 'fail' }>, expires: number }
 
 export class Authenticator {
@@ -84,7 +94,7 @@ export class Authenticator {
   private readonly negative = new LruCache<string, Negative>(1024)
   verifications = 0
 
-  constructor (material: TrustMaterial, private readonly settings: CheckSettings, private readonly now: () => number = Date.now) {
+  constructor (material: TrustMaterial, private readonly settings: CheckSettings, private readonly online: OnlineChecks = {}, private readonly now: () => number = Date.now) {
     this.material = material
   }
 
@@ -96,19 +106,30 @@ export class Authenticator {
     return this.material
   }
 
-  /** Swaps the trust material at once; every cached verdict is from an older epoch from now on. */
+  /**
+   * Swaps the trust material at once; every cached verdict is from an older epoch from now on.
+   * The learned intermediates stay: they are only candidates, a path must still reach a current
+   * anchor, and resumed sessions (leaf only) of still-trusted CAs need them.
+   */
   replace (material: TrustMaterial): void {
     this.material = material
     this.epochValue++
-    this.learned.clear()
   }
 
   get cacheSizes (): { positive: number, negative: number, learnedIntermediates: number } {
     return { positive: this.positive.size, negative: this.negative.size, learnedIntermediates: this.learned.size }
   }
 
-  /** The verdict on a presented chain (DER, leaf first) whose leaf has this fingerprint. */
-  authenticate (leafFingerprint: string, chain: readonly Buffer[]): Outcome {
+  /** Bumps the epoch without new material (a CRL fetched from a distribution point changes verdicts). */
+  bumpEpoch (): void {
+    this.epochValue++
+  }
+
+  /**
+   * The verdict on a presented chain (DER, leaf first) whose leaf has this fingerprint.
+   * Synchronous unless an online check (CRL distribution point, OCSP) has to be made.
+   */
+  authenticate (leafFingerprint: string, chain: readonly Buffer[]): Outcome | Promise<Outcome> {
     const now = this.now()
     const epoch = this.epochValue
     const hit = this.positive.get(leafFingerprint)
@@ -121,15 +142,20 @@ export class Authenticator {
     if (miss !== undefined && miss.epoch === epoch && miss.poolVersion === this.learned.version && miss.expires > now) return miss.outcome
 
     const poolVersion = this.learned.version
-    const outcome = this.verify(leafBytes, chain.slice(1), now)
-    if (outcome.kind === 'ok') {
-      this.positive.set(leafFingerprint, { epoch, outcome })
-    } else {
-      // remembered only while the learned intermediates stay as they were: a chain the
-      // pool could not complete may be completable once it has learned more
-      this.negative.set(negativeKey, { epoch, poolVersion, outcome, expires: now + NEGATIVE_TTL_MS })
+    const remember = (outcome: Outcome): Outcome => {
+      if (outcome.kind === 'ok') {
+        this.positive.set(leafFingerprint, { epoch, outcome })
+      } else {
+        // remembered only while the learned intermediates stay as they were: a chain the
+        // pool could not complete may be completable once it has learned more
+        this.negative.set(negativeKey, { epoch, poolVersion, outcome, expires: now + NEGATIVE_TTL_MS })
+      }
+      return outcome
     }
-    return outcome
+    const verdict = this.verify(leafBytes, chain.slice(1), now)
+    if (verdict.kind !== 'verified') return remember(verdict)
+    if (this.online.crlFetcher === undefined && this.online.ocsp === undefined) return remember(this.accept(verdict.result, verdict.leaf, now))
+    return this.checkOnline(verdict.result, verdict.leaf, verdict.presented, now).then(remember)
   }
 
   private negativeKey (epoch: number, leaf: Buffer, chain: readonly Buffer[]): string {
@@ -138,7 +164,26 @@ export class Authenticator {
     return h.digest('base64')
   }
 
-  private verify (leafDer: Buffer, extra: readonly Buffer[], now: number): Outcome {
+  private pathOptions (presented: IssuerSource, now: number, extraCrls: readonly ParsedCrl[] = [], fetcher?: CrlFetcher): PathOptions {
+    const m = this.material
+    const s = this.settings
+    return {
+      trust: m.trust,
+      presented,
+      pools: [m.configured, this.learned],
+      crls: extraCrls.length === 0 ? m.crls : [...m.crls, ...extraCrls],
+      at: now,
+      toleranceMs: s.toleranceMs,
+      purpose: s.purpose,
+      requireClientAuthEku: s.requireClientAuthEku,
+      maxChainLength: s.maxChainLength,
+      minRsaBits: s.minRsaBits,
+      revocationSoftFail: s.revocationSoftFail,
+      ...(fetcher === undefined ? {} : { revocationRequired: (c: ParsedCertificate) => fetcher.allowedUrls(c).length > 0 })
+    }
+  }
+
+  private verify (leafDer: Buffer, extra: readonly Buffer[], now: number): Extract<Outcome, { kind: 'fail' }> | Verified {
     this.verifications++
     let leaf: ParsedCertificate
     try {
@@ -157,31 +202,47 @@ export class Authenticator {
         // a certificate that does not parse cannot be on a valid path
       }
     }
-    const m = this.material
-    const s = this.settings
-    const result = verifyPath(leaf, {
-      trust: m.trust,
-      presented,
-      pools: [m.configured, this.learned],
-      crls: m.crls,
-      at: now,
-      toleranceMs: s.toleranceMs,
-      purpose: s.purpose,
-      requireClientAuthEku: s.requireClientAuthEku,
-      maxChainLength: s.maxChainLength,
-      minRsaBits: s.minRsaBits,
-      revocationSoftFail: s.revocationSoftFail
-    })
+    const result = verifyPath(leaf, this.pathOptions(presented, now))
     if (!result.ok) return { kind: 'fail', code: result.code, reason: result.message, leaf }
-    const denied = m.deny.match(result.path)
+    const denied = this.material.deny.match(result.path)
     if (denied !== undefined) return { kind: 'fail', code: 'FST_MTLS_CERT_REVOKED', reason: denied, leaf }
     for (const c of result.path.slice(1, -1)) this.learned.learn(c)
+    return { kind: 'verified', result, leaf, presented }
+  }
+
+  private accept (result: VerifiedPath, leaf: ParsedCertificate, now: number, extra: { validUntil?: number, warnings?: readonly string[] } = {}): Outcome {
     return {
       kind: 'ok',
       identity: identityFromPath({ path: result.path, trustAnchor: result.anchor.info, source: 'tls' }),
       leaf,
-      validUntil: Math.min(result.validUntil.getTime(), now + s.maxVerdictAgeMs),
-      warnings: result.warnings
+      validUntil: Math.min(result.validUntil.getTime(), now + this.settings.maxVerdictAgeMs, extra.validUntil ?? Infinity),
+      warnings: [...result.warnings, ...extra.warnings ?? []]
     }
+  }
+
+  /** Revocation checks that need the network, made only once the chain verified to an anchor. */
+  private async checkOnline (first: VerifiedPath, leaf: ParsedCertificate, presented: IssuerSource, now: number): Promise<Outcome> {
+    let result = first
+    const fetcher = this.online.crlFetcher
+    if (fetcher !== undefined) {
+      const urls = [...new Set(result.path.slice(0, -1).flatMap((c) => fetcher.allowedUrls(c)))]
+      if (urls.length > 0) {
+        await fetcher.ensure(urls)
+        const again = verifyPath(leaf, this.pathOptions(presented, now, fetcher.crlsFor(urls), fetcher))
+        if (!again.ok) return { kind: 'fail', code: again.code, reason: again.message, leaf }
+        result = again
+      }
+    }
+    const ocsp = this.online.ocsp
+    if (ocsp === undefined) return this.accept(result, leaf, now)
+    const issuer = result.path[1] as ParsedCertificate
+    const answer = await ocsp.checker.check(leaf, issuer)
+    if (answer.status === 'good') return this.accept(result, leaf, now, { validUntil: answer.nextUpdate })
+    if (answer.status === 'revoked') {
+      return { kind: 'fail', code: 'FST_MTLS_CERT_REVOKED', reason: `OCSP (${answer.responder}): revoked on ${answer.revocationTime.toISOString()}`, leaf }
+    }
+    const reason = `OCSP ${answer.status}${answer.responder === undefined ? '' : ` (${answer.responder})`}: ${answer.reason}`
+    if (ocsp.softFail) return this.accept(result, leaf, now, { validUntil: now + SOFT_FAIL_VERDICT_MS, warnings: [reason] })
+    return { kind: 'fail', code: 'FST_MTLS_REVOCATION_UNKNOWN', reason, leaf }
   }
 }

@@ -3,6 +3,8 @@ import type { FastifyRequest } from 'fastify'
 import { MtlsInvalidOptionsError } from './errors.js'
 import type { CertificateInput, ClientIdentity, Policy, RejectionCode, TrustAnchorInput } from './types.js'
 import { checkWatchOptions, type WatchOptions } from './watch.js'
+import { CrlFetcher, type CrlFetchOptions } from './revocation/crl-fetcher.js'
+import { OcspChecker, type OcspOptions } from './revocation/ocsp.js'
 
 export interface DenyBySerial {
   /** the issuer's distinguished name as `identity.issuer.rfc4514` prints it */
@@ -56,6 +58,10 @@ export interface FastifyMtlsOptions {
   rotateTicketKeysOnReload?: boolean
   /** file paths to reload from when their contents change (Kubernetes secrets, Vault Agent, cert-manager) */
   watch?: WatchOptions
+  /** fetch the CRLs named in certificates, only from these allow-listed URLs, only after the chain verified */
+  crlFetch?: CrlFetchOptions
+  /** OCSP for the leaf: requests only to `responder` or allow-listed AIA responders, only after the chain verified */
+  ocsp?: Omit<OcspOptions, 'clockToleranceSec' | 'minRsaBits'>
   requireClientAuthEku?: boolean
   clockToleranceSec?: number
   minRsaBits?: number
@@ -77,7 +83,7 @@ export interface FastifyMtlsOptions {
 const KNOWN = new Set([
   'ca', 'mode', 'policy', 'intermediates', 'crl', 'requireClientAuthEku', 'clockToleranceSec', 'minRsaBits', 'maxChainLength',
   'maxVerdictAgeSec', 'deny', 'enforce', 'wwwAuthenticate', 'rejectionLogLimit', 'onAuthenticated', 'onRejected',
-  'crlMode', 'expiryWarningDays', 'rotateTicketKeysOnReload', 'watch'
+  'crlMode', 'expiryWarningDays', 'rotateTicketKeysOnReload', 'watch', 'crlFetch', 'ocsp'
 ])
 
 export interface NormalisedPluginOptions {
@@ -90,6 +96,8 @@ export interface NormalisedPluginOptions {
   expiryWarningMs: number
   rotateTicketKeysOnReload: boolean
   watch: WatchOptions | undefined
+  crlFetch: CrlFetchOptions | undefined
+  ocsp: Omit<OcspOptions, 'clockToleranceSec' | 'minRsaBits'> | undefined
   requireClientAuthEku: boolean
   clockToleranceSec: number
   minRsaBits: number
@@ -104,6 +112,17 @@ export interface NormalisedPluginOptions {
 }
 
 export const invalid = (message: string): Error => new MtlsInvalidOptionsError(message)
+
+/** Runs a constructor's own option checks, turning its TypeError into FST_MTLS_INVALID_OPTIONS. */
+function checked<T> (make: () => T, name: string): T {
+  if (typeof make !== 'function') throw invalid(name)
+  try {
+    return make()
+  } catch (err) {
+    const message = (err as Error).message
+    throw invalid(message.startsWith(name) ? message : `${name}: ${message}`)
+  }
+}
 
 function watchOptions (w: unknown): WatchOptions {
   try {
@@ -166,6 +185,8 @@ export function normaliseOptions (raw: unknown): NormalisedPluginOptions {
     expiryWarningMs: int(raw.expiryWarningDays, 'expiryWarningDays', 0, 365, 14) * 86_400_000,
     rotateTicketKeysOnReload: bool(raw.rotateTicketKeysOnReload, 'rotateTicketKeysOnReload', false),
     watch: raw.watch === undefined ? undefined : watchOptions(raw.watch),
+    crlFetch: raw.crlFetch === undefined ? undefined : checked(() => { new CrlFetcher(raw.crlFetch as CrlFetchOptions).close(); return raw.crlFetch as CrlFetchOptions }, 'crlFetch'),
+    ocsp: raw.ocsp === undefined ? undefined : checked(() => { new OcspChecker(raw.ocsp as OcspOptions).status(); return raw.ocsp as OcspOptions }, 'ocsp'),
     requireClientAuthEku: bool(raw.requireClientAuthEku, 'requireClientAuthEku', false),
     clockToleranceSec: tolerance,
     minRsaBits: int(raw.minRsaBits, 'minRsaBits', 1024, 8192, 2048),

@@ -1,5 +1,5 @@
 // The Fastify plugin: a thin shell around the authenticator and the policy compiler.
-import { X509Certificate } from 'node:crypto'
+import { randomBytes, X509Certificate } from 'node:crypto'
 import { Server as TlsServer } from 'node:tls'
 import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
@@ -12,6 +12,9 @@ import { LruCache } from './cache.js'
 import { toPem } from './der/pem.js'
 import { applyContext, checkContext, contextOptions, usesPfx } from './reload.js'
 import { FileWatcher, type WatchStatus } from './watch.js'
+import { CrlFetcher, type CrlSourceStatus } from './revocation/crl-fetcher.js'
+import { OcspChecker, type OcspCheckerStatus } from './revocation/ocsp.js'
+import { crlSignedBy } from './verify/chain.js'
 import type { CertificateInput, TrustAnchorInput } from './types.js'
 import type { DenyEntry } from './options.js'
 import { invalid, normaliseOptions, type FastifyMtlsOptions, type MtlsRejection, type NormalisedPluginOptions } from './options.js'
@@ -52,6 +55,10 @@ export interface MtlsStatus {
   lastReload: ReloadOutcome | null
   /** the `watch` option's files and last outcome, or null without it */
   watch: WatchStatus | null
+  /** CRLs fetched from allow-listed distribution points, or null without `crlFetch` */
+  crlDistributionPoints: CrlSourceStatus[] | null
+  /** OCSP cache and responder health, or null when OCSP is off. In hard-fail mode an unhealthy responder blocks new verifications. */
+  ocsp: (OcspCheckerStatus & { mode: 'soft-fail' | 'hard-fail' | 'off' }) | null
   verifications: number
   /** verdict cache sizes, and the number of connections (TLS sockets or HTTP/2 sessions) judged since start */
   caches: { positive: number, negative: number, learnedIntermediates: number, connectionsSeen: number }
@@ -187,7 +194,28 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   }
   const globalPolicy = o.policy === undefined ? undefined : compile(o.policy, 'policy')
 
-  const auth = new Authenticator(material, {
+  const crlFetcher: CrlFetcher | undefined = o.crlFetch === undefined
+    ? undefined
+    : new CrlFetcher(o.crlFetch, {
+      // every new CRL can change verdicts: judge every connection again
+      onNewCrl: (crl, url) => {
+        auth.bumpEpoch()
+        fastify.log.info({ 'mtls.crl_url': url, 'mtls.crl_issuer': crl.issuer.rfc4514 }, 'fastify-mtls-auth: new CRL from a distribution point')
+      },
+      // only CRLs that verify with a CA we know are held: a forged "newer" CRL must not displace the real one
+      accept: (crl): string | undefined => {
+        const m: TrustMaterial = auth.trust
+        const known = [...m.trust.anchors.map((a) => a.cert), ...m.configured.all, ...auth.learned.bySubjectKey(crl.issuer.key)]
+        return known.some((c) => c.subject.key === crl.issuer.key && crlSignedBy(crl, c)) ? undefined : 'the CRL does not verify with any known CA certificate'
+      },
+      log: fastify.log
+    })
+  const ocsp = o.ocsp === undefined || o.ocsp.mode === 'off'
+    ? undefined
+    : { checker: new OcspChecker({ ...o.ocsp, clockToleranceSec: o.clockToleranceSec, minRsaBits: o.minRsaBits }), softFail: o.ocsp.mode === 'soft-fail' }
+  if (crlFetcher !== undefined) fastify.addHook('onClose', async () => { crlFetcher.close() })
+
+  const auth: Authenticator = new Authenticator(material, {
     revocationSoftFail: o.crlSoftFail,
     purpose: 'clientAuth',
     requireClientAuthEku: o.requireClientAuthEku,
@@ -195,7 +223,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     minRsaBits: o.minRsaBits,
     toleranceMs: o.clockToleranceSec * 1000,
     maxVerdictAgeMs: o.maxVerdictAgeMs
-  })
+  }, { ...(crlFetcher === undefined ? {} : { crlFetcher }), ...(ocsp === undefined ? {} : { ocsp }) })
   const connections = new WeakMap<object, ConnectionState>()
   let connectionCount = 0
   const rejectionLog = new RejectionLog(o.rejectionLogLimit)
@@ -265,7 +293,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     if (o.wwwAuthenticate !== undefined && rejection.statusCode === 401) reply.header('www-authenticate', o.wwwAuthenticate)
   })
 
-  function connectionOutcome (request: FastifyRequest): Outcome | undefined {
+  async function connectionOutcome (request: FastifyRequest): Promise<Outcome | undefined> {
     const peer = tlsPeer(request)
     if (peer === undefined) return undefined
     const now = Date.now()
@@ -279,7 +307,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       if (out === undefined || out.kind === 'fail' || out.validUntil > now) return out
     }
     const chain = presentedChain(peer.socket, MAX_PRESENTED + 1)
-    const outcome = chain === undefined ? undefined : auth.authenticate(chain.fingerprint256, chain.ders)
+    const outcome = chain === undefined ? undefined : await auth.authenticate(chain.fingerprint256, chain.ders)
     if (outcome?.kind === 'ok') noteVerdict(request, outcome)
     if (state === undefined) {
       connectionCount++
@@ -377,6 +405,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     current = next
     for (const w of material.warnings) fastify.log.warn(`fastify-mtls-auth: ${w}`)
     if (contextChange !== undefined) applyContext(server, contextChange, o.rotateTicketKeysOnReload)
+    else if (o.rotateTicketKeysOnReload) server.setTicketKeys(randomBytes(48))
     lastReload = { at, ok: true, changed, error: null }
     fastify.log.info({ 'mtls.reload': changed, 'mtls.epoch': auth.epoch }, 'fastify-mtls-auth: trust material reloaded')
     warnExpiring()
@@ -421,7 +450,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   fastify.addHook('onRequest', async function mtlsOnRequest (request) {
     const route = routePolicyAtRequest(request)
     if (route === false) return
-    const outcome = connectionOutcome(request)
+    const outcome = await connectionOutcome(request)
     ;(request as RequestWithOutcome)[kOutcome] = outcome ?? null
     if (outcome === undefined) {
       if (o.mode === 'required' || route !== undefined) {
@@ -480,6 +509,8 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
         crls,
         lastReload,
         watch: watcher === undefined ? null : { ...watcher.state, files: [...watcher.state.files] },
+        crlDistributionPoints: crlFetcher?.status() ?? null,
+        ocsp: ocsp === undefined ? null : { mode: o.ocsp?.mode ?? 'off', ...ocsp.checker.status() },
         verifications: auth.verifications,
         caches: { ...auth.cacheSizes, connectionsSeen: connectionCount }
       }

@@ -184,6 +184,9 @@ function compareCrls (held: ParsedCrl, candidate: ParsedCrl): Order {
   return candidate.thisUpdate > held.thisUpdate ? 'newer' : 'not newer'
 }
 
+/** no CRL, or one without nextUpdate or past it */
+const isStale = (crl: ParsedCrl | undefined, now: number): boolean => crl?.nextUpdate === undefined || crl.nextUpdate.getTime() <= now
+
 const describeCrl = (crl: ParsedCrl): string =>
   `cRLNumber ${crl.crlNumber === undefined ? 'none' : crl.crlNumber.toString()}, thisUpdate ${crl.thisUpdate.toISOString()}`
 
@@ -268,28 +271,38 @@ export class CrlFetcher {
   }
 
   /**
-   * Makes sure each allow-listed URL has a CRL that is not stale: fetches when none is held
-   * or the one held is due for refresh, unless a recent attempt brought nothing (then it
-   * waits retrySec, doubling). Concurrent calls share one download per URL. URLs not on
-   * the allow-list are ignored. Never throws: failures are recorded (status(), the log).
+   * Makes sure each allow-listed URL has a CRL that is not stale: downloads when none is
+   * held or the one held is due for refresh, unless a recent attempt brought nothing (then
+   * it waits retrySec, doubling). It waits only for the URLs whose CRL is missing or stale;
+   * a refresh of a CRL that is still fresh runs in the background. Concurrent calls share
+   * one download per URL. URLs not on the allow-list are ignored. Never throws: failures
+   * are recorded (status(), the log).
    * Call only once the certificate naming these URLs has chained to a trust anchor.
    */
   async ensure (urls: readonly string[]): Promise<void> {
     if (this.closed) return
     const pending: Array<Promise<void>> = []
     const seen = new Set<string>()
+    const now = this.now()
     for (const raw of urls) {
       const url = this.allowedUrl(raw)
       if (url === undefined || seen.has(url)) continue
       seen.add(url)
       const entry = this.touch(url) ?? this.add(url)
-      if (entry.inFlight !== undefined) {
-        pending.push(entry.inFlight)
-      } else if (this.now() >= this.nextAttemptAt(entry)) {
-        pending.push(this.refresh(entry))
-      }
+      let download = entry.inFlight
+      if (download === undefined && now >= this.nextAttemptAt(entry)) download = this.refresh(entry)
+      if (download !== undefined && isStale(entry.crl, now)) pending.push(download)
     }
     await Promise.all(pending)
+  }
+
+  /** Resolves once no download is in progress (for tests, and for a clean shutdown after close()). */
+  async idle (): Promise<void> {
+    for (;;) {
+      const pending = [...this.entries.values()].flatMap((e) => e.inFlight ?? [])
+      if (pending.length === 0) return
+      await Promise.all(pending)
+    }
   }
 
   status (): CrlSourceStatus[] {
@@ -303,7 +316,7 @@ export class CrlFetcher {
       lastFetch: iso(e.lastFetch),
       lastError: e.lastError ?? null,
       nextRefresh: this.closed || (e.crl === undefined && e.lastFetch === undefined) ? null : iso(this.nextAttemptAt(e)),
-      stale: e.crl?.nextUpdate === undefined || e.crl.nextUpdate.getTime() < now
+      stale: isStale(e.crl, now)
     })).sort((a, b) => a.url < b.url ? -1 : 1) // URLs are distinct
   }
 

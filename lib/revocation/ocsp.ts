@@ -523,7 +523,8 @@ export class OcspChecker {
 
   private async exchange (url: string, request: Buffer, signal: AbortSignal): Promise<Buffer> {
     const { maxResponseBytes } = this.settings
-    const res = await this.fetch(url, {
+    const fetchFn = this.fetch // called unbound, as a plain function
+    const res = await fetchFn(url, {
       method: 'POST',
       headers: { 'content-type': 'application/ocsp-request', accept: 'application/ocsp-response' },
       body: new Uint8Array(request),

@@ -244,6 +244,13 @@ function checkRevocation (path: ParsedCertificate[], o: PathOptions): Revocation
       }
     }
     if (best === undefined) {
+      // a CRL that is only late still proves what it lists: a serial on a genuine (signed, in scope) CRL is revoked
+      const listed = mine.find((crl) => crl.revoked.has(c.serial) && crl.unusableReason === undefined &&
+        !(crl.scope === 'user' && isCa) && !(crl.scope === 'ca' && !isCa) && crlSignedBy(crl, issuer))
+      const entry = listed?.revoked.get(c.serial)
+      if (entry !== undefined) {
+        return { failure: { rank: RANK.REVOCATION, code: 'FST_MTLS_CERT_REVOKED', message: `${describe(c)} was revoked on ${entry.revocationDate.toISOString()} (listed on a CRL that is itself not current: ${reasons.join('; ')})` }, warnings }
+      }
       const message = `${describe(c)}: no usable CRL from its issuer (${reasons.join('; ')})`
       if (o.revocationSoftFail === true) {
         warnings.push(message)
