@@ -211,6 +211,9 @@ export class Authenticator {
   }
 
   private accept (result: VerifiedPath, leaf: ParsedCertificate, now: number, extra: { validUntil?: number, warnings?: readonly string[] } = {}): Outcome {
+    // the deny list as it is now: an online check may have waited across a reload
+    const denied = this.material.deny.match(result.path)
+    if (denied !== undefined) return { kind: 'fail', code: 'FST_MTLS_CERT_REVOKED', reason: denied, leaf }
     return {
       kind: 'ok',
       identity: identityFromPath({ path: result.path, trustAnchor: result.anchor.info, source: 'tls' }),

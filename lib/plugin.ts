@@ -307,14 +307,17 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       if (out === undefined || out.kind === 'fail' || out.validUntil > now) return out
     }
     const chain = presentedChain(peer.socket, MAX_PRESENTED + 1)
+    // the epoch the verdict is made under: if trust changes during an online check, the
+    // connection is judged again on its next request
+    const epoch = auth.epoch
     const outcome = chain === undefined ? undefined : await auth.authenticate(chain.fingerprint256, chain.ders)
     if (outcome?.kind === 'ok') noteVerdict(request, outcome)
     if (state === undefined) {
       connectionCount++
-      state = { epoch: auth.epoch, fingerprint: chain?.fingerprint256, outcome, renegotiable: peer.socket.getProtocol() !== 'TLSv1.3', tlsVerdictLogged: false }
+      state = { epoch, fingerprint: chain?.fingerprint256, outcome, renegotiable: peer.socket.getProtocol() !== 'TLSv1.3', tlsVerdictLogged: false }
       connections.set(peer.connection, state)
     } else {
-      state.epoch = auth.epoch
+      state.epoch = epoch
       state.fingerprint = chain?.fingerprint256
       state.outcome = outcome
     }
@@ -336,7 +339,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   function noteVerdict (request: FastifyRequest, outcome: Extract<Outcome, { kind: 'ok' }>): void {
     if (outcome.warnings.length > 0 && !warnedVerdicts.has(outcome)) {
       warnedVerdicts.add(outcome)
-      for (const w of outcome.warnings) request.log.warn({ 'mtls.reason': w, 'tls.client.hash.sha256': outcome.leaf.fingerprint256.replace(/:/g, '') }, 'fastify-mtls-auth: revocation status unknown, accepted (crlMode: soft-fail)')
+      for (const w of outcome.warnings) request.log.warn({ 'mtls.reason': w, 'tls.client.hash.sha256': outcome.leaf.fingerprint256.replace(/:/g, '') }, 'fastify-mtls-auth: revocation status unknown, accepted (soft-fail)')
     }
     const leaf = outcome.leaf
     if (o.expiryWarningMs > 0 && leaf.notAfter.getTime() < Date.now() + o.expiryWarningMs && warnedExpiry.get(leaf.fingerprint256) === undefined) {
