@@ -179,7 +179,18 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
 
   const labels = material.anchorLabels
   const onCheckError = (err: unknown): void => { fastify.log.error({ err }, 'fastify-mtls-auth: a policy check threw; counted as no match') }
+  // labels that policies name: a reload must not drop one (every request to that route would become 403)
+  const usedLabels = new Map<string, string>()
+  const collectLabels = (policy: unknown, where: string, depth = 0): void => {
+    if (typeof policy !== 'object' || policy === null || depth > 32) return
+    const p = policy as { anchor?: unknown, anyOf?: unknown }
+    for (const name of typeof p.anchor === 'string' ? [p.anchor] : Array.isArray(p.anchor) ? p.anchor : []) {
+      if (typeof name === 'string' && !usedLabels.has(name)) usedLabels.set(name, where)
+    }
+    if (Array.isArray(p.anyOf)) for (const alt of p.anyOf) collectLabels(alt, where, depth + 1)
+  }
   const compile = (policy: Policy<FastifyRequest>, where: string): CompiledPolicy<FastifyRequest> => {
+    collectLabels(policy, where)
     try {
       // `anchor` may name only labelled anchors (with none labelled, no name is valid)
       const compiled = compilePolicy(policy, { anchorNames: labels, onCheckError })
@@ -387,6 +398,10 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       material = new TrustMaterial(next)
     } catch (err) {
       return fail((err as Error).message)
+    }
+    const newLabels = new Set(material.anchorLabels)
+    for (const [label, where] of usedLabels) {
+      if (!newLabels.has(label)) return fail(`the new ca has no anchor labelled "${label}", which ${where} names; keep the label (or change the policy first)`)
     }
     const server = fastify.server as unknown as TlsServer
     const tlsChange = {

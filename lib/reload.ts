@@ -2,7 +2,7 @@
 // setSecureContext() resets every option it is not given (minVersion and
 // secureOptions included), so the new context is built from every option the
 // server already has, read back from the tls.Server, plus the changed ones.
-import { createPrivateKey, X509Certificate } from 'node:crypto'
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto'
 import { createSecureContext, type SecureContextOptions, type Server as TlsServer } from 'node:tls'
 
 /** The secure-context options a tls.Server keeps as properties after creation (Node 20). */
@@ -70,7 +70,8 @@ export function checkContext (options: SecureContextOptions, change: ServerIdent
 export function applyContext (server: TlsServer, options: SecureContextOptions, rotateTicketKeys: boolean): void {
   const ticketKeys = server.getTicketKeys()
   server.setSecureContext(options)
-  if (!rotateTicketKeys) server.setTicketKeys(ticketKeys)
+  // setSecureContext puts back https.ticketKeys when the server was given some: set them explicitly either way
+  server.setTicketKeys(rotateTicketKeys ? randomBytes(48) : ticketKeys)
   // keep the properties in step, so that the next reload starts from these options
   const current = server as unknown as Record<string, unknown>
   for (const k of ['key', 'cert', 'ca'] as const) current[k] = (options as Record<string, unknown>)[k]

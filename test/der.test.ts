@@ -261,7 +261,8 @@ t.test('fuzz: mutated certificates and CRLs either parse or throw DerError', asy
   t.same(unexpected, [], 'no exception other than DerError')
   t.equal(accepted + rejected, iterations)
   t.ok(rejected > iterations / 2, `most mutations are refused (${rejected} refused, ${accepted} accepted)`)
-  t.ok(slowest < 100, `no input takes long (slowest ${slowest.toFixed(2)} ms)`)
+  // a loose bound (the machine may be busy): it catches runaway parsing, not slowness
+  t.ok(slowest < 1000, `no input takes long (slowest ${slowest.toFixed(2)} ms)`)
 })
 
 t.test('fuzz: random bytes after a SEQUENCE header', async (t) => {
