@@ -129,22 +129,24 @@ export class Authenticator {
    * The verdict on a presented chain (DER, leaf first) whose leaf has this fingerprint.
    * Synchronous unless an online check (CRL distribution point, OCSP) has to be made.
    */
-  authenticate (leafFingerprint: string, chain: readonly Buffer[]): Outcome | Promise<Outcome> {
+  authenticate (leafFingerprint: string, chain: readonly Buffer[], source: 'tls' | 'forwarded' = 'tls'): Outcome | Promise<Outcome> {
     const now = this.now()
     const epoch = this.epochValue
-    const hit = this.positive.get(leafFingerprint)
+    // the identity records its source: verdicts of the two sources are kept apart
+    const cacheKey = source === 'tls' ? leafFingerprint : 'forwarded:' + leafFingerprint
+    const hit = this.positive.get(cacheKey)
     if (hit !== undefined && hit.epoch === epoch && hit.outcome.validUntil > now) return hit.outcome
 
     const leafBytes = chain[0]
     if (leafBytes === undefined) throw new TypeError('authenticate needs a chain with a leaf')
-    const negativeKey = this.negativeKey(epoch, leafBytes, chain)
+    const negativeKey = source + this.negativeKey(epoch, leafBytes, chain)
     const miss = this.negative.get(negativeKey)
     if (miss !== undefined && miss.epoch === epoch && miss.poolVersion === this.learned.version && miss.expires > now) return miss.outcome
 
     const poolVersion = this.learned.version
     const remember = (outcome: Outcome): Outcome => {
       if (outcome.kind === 'ok') {
-        this.positive.set(leafFingerprint, { epoch, outcome })
+        this.positive.set(cacheKey, { epoch, outcome })
       } else {
         // remembered only while the learned intermediates stay as they were: a chain the
         // pool could not complete may be completable once it has learned more
@@ -154,8 +156,8 @@ export class Authenticator {
     }
     const verdict = this.verify(leafBytes, chain.slice(1), now)
     if (verdict.kind !== 'verified') return remember(verdict)
-    if (this.online.crlFetcher === undefined && this.online.ocsp === undefined) return remember(this.accept(verdict.result, verdict.leaf, now))
-    return this.checkOnline(verdict.result, verdict.leaf, verdict.presented, now).then(remember)
+    if (this.online.crlFetcher === undefined && this.online.ocsp === undefined) return remember(this.accept(verdict.result, verdict.leaf, now, source))
+    return this.checkOnline(verdict.result, verdict.leaf, verdict.presented, now, source).then(remember)
   }
 
   private negativeKey (epoch: number, leaf: Buffer, chain: readonly Buffer[]): string {
@@ -210,13 +212,13 @@ export class Authenticator {
     return { kind: 'verified', result, leaf, presented }
   }
 
-  private accept (result: VerifiedPath, leaf: ParsedCertificate, now: number, extra: { validUntil?: number, warnings?: readonly string[] } = {}): Outcome {
+  private accept (result: VerifiedPath, leaf: ParsedCertificate, now: number, source: 'tls' | 'forwarded', extra: { validUntil?: number, warnings?: readonly string[] } = {}): Outcome {
     // the deny list as it is now: an online check may have waited across a reload
     const denied = this.material.deny.match(result.path)
     if (denied !== undefined) return { kind: 'fail', code: 'FST_MTLS_CERT_REVOKED', reason: denied, leaf }
     return {
       kind: 'ok',
-      identity: identityFromPath({ path: result.path, trustAnchor: result.anchor.info, source: 'tls' }),
+      identity: identityFromPath({ path: result.path, trustAnchor: result.anchor.info, source }),
       leaf,
       validUntil: Math.min(result.validUntil.getTime(), now + this.settings.maxVerdictAgeMs, extra.validUntil ?? Infinity),
       warnings: [...result.warnings, ...extra.warnings ?? []]
@@ -224,7 +226,7 @@ export class Authenticator {
   }
 
   /** Revocation checks that need the network, made only once the chain verified to an anchor. */
-  private async checkOnline (first: VerifiedPath, leaf: ParsedCertificate, presented: IssuerSource, now: number): Promise<Outcome> {
+  private async checkOnline (first: VerifiedPath, leaf: ParsedCertificate, presented: IssuerSource, now: number, source: 'tls' | 'forwarded'): Promise<Outcome> {
     let result = first
     const fetcher = this.online.crlFetcher
     if (fetcher !== undefined) {
@@ -237,15 +239,15 @@ export class Authenticator {
       }
     }
     const ocsp = this.online.ocsp
-    if (ocsp === undefined) return this.accept(result, leaf, now)
+    if (ocsp === undefined) return this.accept(result, leaf, now, source)
     const issuer = result.path[1] as ParsedCertificate
     const answer = await ocsp.checker.check(leaf, issuer)
-    if (answer.status === 'good') return this.accept(result, leaf, now, { validUntil: answer.nextUpdate })
+    if (answer.status === 'good') return this.accept(result, leaf, now, source, { validUntil: answer.nextUpdate })
     if (answer.status === 'revoked') {
       return { kind: 'fail', code: 'FST_MTLS_CERT_REVOKED', reason: `OCSP (${answer.responder}): revoked on ${answer.revocationTime.toISOString()}`, leaf }
     }
     const reason = `OCSP ${answer.status}${answer.responder === undefined ? '' : ` (${answer.responder})`}: ${answer.reason}`
-    if (ocsp.softFail) return this.accept(result, leaf, now, { validUntil: now + SOFT_FAIL_VERDICT_MS, warnings: [reason] })
+    if (ocsp.softFail) return this.accept(result, leaf, now, source, { validUntil: now + SOFT_FAIL_VERDICT_MS, warnings: [reason] })
     return { kind: 'fail', code: 'FST_MTLS_REVOCATION_UNKNOWN', reason, leaf }
   }
 }

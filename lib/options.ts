@@ -3,6 +3,7 @@ import type { FastifyRequest } from 'fastify'
 import { MtlsInvalidOptionsError } from './errors.js'
 import type { CertificateInput, ClientIdentity, Policy, RejectionCode, TrustAnchorInput } from './types.js'
 import { checkWatchOptions, type WatchOptions } from './watch.js'
+import { compileGate, type CompiledGate, type ForwardedOptions } from './sources/forwarded.js'
 import { CrlFetcher, type CrlFetchOptions } from './revocation/crl-fetcher.js'
 import { OcspChecker, type OcspOptions } from './revocation/ocsp.js'
 
@@ -62,6 +63,8 @@ export interface FastifyMtlsOptions {
   crlFetch?: CrlFetchOptions
   /** OCSP for the leaf: requests only to `responder` or allow-listed AIA responders, only after the chain verified */
   ocsp?: Omit<OcspOptions, 'clockToleranceSec' | 'minRsaBits'>
+  /** client certificates forwarded in a header by trusted proxies (TLS terminated in front of the app) */
+  forwarded?: ForwardedOptions
   requireClientAuthEku?: boolean
   clockToleranceSec?: number
   minRsaBits?: number
@@ -83,7 +86,7 @@ export interface FastifyMtlsOptions {
 const KNOWN = new Set([
   'ca', 'mode', 'policy', 'intermediates', 'crl', 'requireClientAuthEku', 'clockToleranceSec', 'minRsaBits', 'maxChainLength',
   'maxVerdictAgeSec', 'deny', 'enforce', 'wwwAuthenticate', 'rejectionLogLimit', 'onAuthenticated', 'onRejected',
-  'crlMode', 'expiryWarningDays', 'rotateTicketKeysOnReload', 'watch', 'crlFetch', 'ocsp'
+  'crlMode', 'expiryWarningDays', 'rotateTicketKeysOnReload', 'watch', 'crlFetch', 'ocsp', 'forwarded'
 ])
 
 export interface NormalisedPluginOptions {
@@ -98,6 +101,7 @@ export interface NormalisedPluginOptions {
   watch: WatchOptions | undefined
   crlFetch: CrlFetchOptions | undefined
   ocsp: Omit<OcspOptions, 'clockToleranceSec' | 'minRsaBits'> | undefined
+  forwarded: NormalisedForwarded | undefined
   requireClientAuthEku: boolean
   clockToleranceSec: number
   minRsaBits: number
@@ -122,6 +126,51 @@ function checked<T> (make: () => T, name: string): T {
     const message = (err as Error).message
     throw invalid(message.startsWith(name) ? message : `${name}: ${message}`)
   }
+}
+
+export interface NormalisedForwarded {
+  header: string
+  format: ForwardedOptions['format']
+  chainHeader: string | undefined
+  verifyHeader: { name: string, value: string } | undefined
+  xfccElement: 'last' | 'only'
+  gate: CompiledGate
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+const FORMAT_NAMES = new Set(['xfcc', 'escaped-pem', 'base64-der', 'rfc9440'])
+
+function forwardedOptions (f: unknown): NormalisedForwarded {
+  if (!isPlainObject(f)) throw invalid('forwarded must be an object such as { header: \'x-forwarded-client-cert\', format: \'xfcc\', trustedProxies: [\'10.0.0.7\'] }')
+  for (const k of Object.keys(f)) {
+    if (!['header', 'format', 'trustedProxies', 'chainHeader', 'verifyHeader', 'xfccElement'].includes(k)) throw invalid(`forwarded: unknown field "${k}"`)
+  }
+  const name = (v: unknown, what: string): string => {
+    if (typeof v !== 'string' || !TOKEN.test(v)) throw invalid(`${what} must be a header name such as 'x-forwarded-client-cert'`)
+    return v.toLowerCase()
+  }
+  const header = name(f.header, 'forwarded.header')
+  if (typeof f.format !== 'string' || !FORMAT_NAMES.has(f.format)) throw invalid(`forwarded.format must be one of ${[...FORMAT_NAMES].join(', ')}, got ${JSON.stringify(f.format)}`)
+  const format = f.format as ForwardedOptions['format']
+  const chainHeader = f.chainHeader === undefined ? undefined : name(f.chainHeader, 'forwarded.chainHeader')
+  if (chainHeader !== undefined && format !== 'rfc9440') throw invalid('forwarded.chainHeader is for the rfc9440 format (Client-Cert-Chain); the other formats carry the chain in the certificate header')
+  let verifyHeader: { name: string, value: string } | undefined
+  if (f.verifyHeader !== undefined) {
+    const v = f.verifyHeader as { name?: unknown, value?: unknown }
+    if (!isPlainObject(v) || typeof v.value !== 'string' || v.value.length === 0) throw invalid('forwarded.verifyHeader must be { name, value }, e.g. { name: \'x-ssl-client-verify\', value: \'SUCCESS\' }')
+    verifyHeader = { name: name(v.name, 'forwarded.verifyHeader.name'), value: v.value }
+  }
+  const names = [header, chainHeader, verifyHeader?.name].filter((n) => n !== undefined)
+  if (new Set(names).size !== names.length) throw invalid('forwarded: the certificate, chain and verify headers must be different headers')
+  const xfccElement = f.xfccElement ?? 'last'
+  if (xfccElement !== 'last' && xfccElement !== 'only') throw invalid(`forwarded.xfccElement must be 'last' or 'only', got ${JSON.stringify(xfccElement)}`)
+  let gate: CompiledGate
+  try {
+    gate = compileGate(f.trustedProxies)
+  } catch (err) {
+    throw invalid((err as Error).message)
+  }
+  return { header, format, chainHeader, verifyHeader, xfccElement, gate }
 }
 
 function watchOptions (w: unknown): WatchOptions {
@@ -186,6 +235,7 @@ export function normaliseOptions (raw: unknown): NormalisedPluginOptions {
     rotateTicketKeysOnReload: bool(raw.rotateTicketKeysOnReload, 'rotateTicketKeysOnReload', false),
     watch: raw.watch === undefined ? undefined : watchOptions(raw.watch),
     crlFetch: raw.crlFetch === undefined ? undefined : checked(() => { new CrlFetcher(raw.crlFetch as CrlFetchOptions).close(); return raw.crlFetch as CrlFetchOptions }, 'crlFetch'),
+    forwarded: raw.forwarded === undefined ? undefined : forwardedOptions(raw.forwarded),
     ocsp: raw.ocsp === undefined ? undefined : checked(() => { new OcspChecker(raw.ocsp as OcspOptions).status(); return raw.ocsp as OcspOptions }, 'ocsp'),
     requireClientAuthEku: bool(raw.requireClientAuthEku, 'requireClientAuthEku', false),
     clockToleranceSec: tolerance,

@@ -1,5 +1,5 @@
 // The Fastify plugin: a thin shell around the authenticator and the policy compiler.
-import { randomBytes, X509Certificate } from 'node:crypto'
+import { createHash, randomBytes, X509Certificate } from 'node:crypto'
 import { Server as TlsServer } from 'node:tls'
 import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
@@ -20,6 +20,8 @@ import type { DenyEntry } from './options.js'
 import { invalid, normaliseOptions, type FastifyMtlsOptions, type MtlsRejection, type NormalisedPluginOptions } from './options.js'
 import { compilePolicy, PolicyError, type CompiledPolicy } from './policy.js'
 import { leafFingerprint, presentedChain, tlsPeer } from './sources/tls.js'
+import { headerCounts, normaliseAddress } from './sources/forwarded.js'
+import { MalformedHeader, parseForwarded } from './sources/forwarded-formats.js'
 import type { ClientIdentity, Policy, RejectionCode } from './types.js'
 import { MAX_PRESENTED } from './verify/verify.js'
 
@@ -134,9 +136,11 @@ function fingerprints (ca: unknown): Map<string, string> {
   return out
 }
 
-function checkServer (fastify: FastifyInstance, material: TrustMaterial): void {
+/** Checks the server; returns whether the TLS source can work (an HTTPS server that asks for certificates). */
+function checkServer (fastify: FastifyInstance, material: TrustMaterial, forwarded: NormalisedPluginOptions['forwarded']): boolean {
   const server = fastify.server as unknown
   if (!(server instanceof TlsServer)) {
+    if (forwarded !== undefined && forwarded.gate.policy === undefined) return false
     throw invalid('the server is not HTTPS, so there is no client certificate to read: create Fastify with https: { key, cert, ca, requestCert: true } (add http2: true for HTTP/2)')
   }
   const tlsServer = server as TlsServer & { requestCert?: boolean, rejectUnauthorized?: boolean, ca?: unknown }
@@ -144,19 +148,21 @@ function checkServer (fastify: FastifyInstance, material: TrustMaterial): void {
     throw invalid('https.pfx is not supported: the CA certificates inside a .pfx become trusted for client certificates at the TLS layer, and a reload cannot rebuild it; convert it once (openssl pkcs12 -in server.pfx -nodes) and pass key, cert and ca as PEM')
   }
   if (tlsServer.requestCert !== true) {
+    // behind a proxy that forwards certificates, the app's own TLS may not ask for any
+    if (forwarded !== undefined && forwarded.gate.policy === undefined) return false
     throw invalid('the HTTPS server was created without requestCert: true, so clients are never asked for a certificate: set https: { requestCert: true, ca } when creating Fastify')
   }
   const anchors = new Map(material.trust.anchors.map((a) => [a.cert.fingerprint256, a.cert.subject.rfc4514]))
   if (tlsServer.ca === undefined) {
     fastify.log.warn('fastify-mtls-auth: the server has no https.ca, so clients are not told which CAs are acceptable; pass the plugin\'s ca bundle as https.ca too')
-    return
+    return true
   }
   let serverCa: Map<string, string>
   try {
     serverCa = fingerprints(tlsServer.ca)
   } catch (err) {
     fastify.log.warn(`fastify-mtls-auth: could not read https.ca to compare it with the plugin's anchors: ${(err as Error).message}`)
-    return
+    return true
   }
   const missing = [...anchors].filter(([fp]) => !serverCa.has(fp)).map(([, s]) => s)
   const extra = [...serverCa].filter(([fp]) => !anchors.has(fp)).map(([, s]) => s)
@@ -164,6 +170,7 @@ function checkServer (fastify: FastifyInstance, material: TrustMaterial): void {
     fastify.log.warn({ 'mtls.anchors_not_in_https_ca': missing, 'mtls.https_ca_not_anchors': extra },
       'fastify-mtls-auth: https.ca and the plugin\'s ca differ; clients choose their certificate from the https.ca names, the plugin trusts only its own ca: pass one bundle to both')
   }
+  return true
 }
 
 async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions): Promise<void> {
@@ -174,7 +181,11 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   } catch (err) {
     throw invalid((err as Error).message)
   }
-  checkServer(fastify, material)
+  const tlsSource = checkServer(fastify, material, o.forwarded)
+  const fwd = o.forwarded
+  if (fwd !== undefined && fwd.gate.wide.length > 0) {
+    fastify.log.warn({ 'mtls.trusted_proxies': fwd.gate.wide }, 'fastify-mtls-auth: forwarded.trustedProxies has ranges wider than /24 (IPv4) or /64 (IPv6): every host in them can send any partner\'s certificate')
+  }
   for (const w of material.warnings) fastify.log.warn(`fastify-mtls-auth: ${w}`)
 
   const labels = material.anchorLabels
@@ -204,6 +215,8 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     }
   }
   const globalPolicy = o.policy === undefined ? undefined : compile(o.policy, 'policy')
+  const proxyPolicy = fwd?.gate.policy === undefined ? undefined : compile(fwd.gate.policy, 'forwarded.trustedProxies.policy')
+  const forwardedNames = fwd === undefined ? [] : [fwd.header, fwd.chainHeader, fwd.verifyHeader?.name].filter((n): n is string => n !== undefined)
 
   const crlFetcher: CrlFetcher | undefined = o.crlFetch === undefined
     ? undefined
@@ -359,6 +372,60 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     }
   }
 
+  /**
+   * Where this request's certificate comes from: a header from a trusted proxy, or the TLS
+   * connection. A trusted proxy's connection never yields a TLS identity; the headers from
+   * anyone else are refused, never read.
+   */
+  async function requestOutcome (request: FastifyRequest): Promise<{ outcome: Outcome | undefined, missing: string }> {
+    if (fwd !== undefined) {
+      const counts = headerCounts(request, forwardedNames)
+      const sent = forwardedNames.filter((n) => (counts.get(n)?.count ?? 0) > 0)
+      let trusted = fwd.gate.byAddress?.(normaliseAddress(request.raw.socket?.remoteAddress)) === true
+      if (!trusted && proxyPolicy !== undefined) {
+        const proxy = await connectionOutcome(request)
+        trusted = proxy?.kind === 'ok' && await check(proxyPolicy, proxy.identity, request)
+      }
+      if (trusted) {
+        const repeated = sent.find((n) => (counts.get(n)?.count ?? 0) > 1)
+        if (repeated !== undefined) {
+          await reject(request, 'FST_MTLS_CERT_MALFORMED', `header ${repeated} appears ${counts.get(repeated)?.count} times`, null)
+          // reached only with enforce: false: a repeated header never yields an identity
+          return { outcome: undefined, missing: `header ${repeated} appears more than once` }
+        }
+        return { outcome: await forwardedOutcome(request, counts), missing: 'the trusted proxy forwarded no client certificate' }
+      }
+      if (sent.length > 0) {
+        await reject(request, 'FST_MTLS_FORWARDED_UNTRUSTED', `${sent.join(', ')} sent by ${String(request.raw.socket?.remoteAddress)}, which is not a trusted proxy`, null)
+      }
+    }
+    if (!tlsSource) return { outcome: undefined, missing: 'no forwarded client certificate (and the server does not ask for one itself)' }
+    return { outcome: await connectionOutcome(request), missing: 'no client certificate was presented' }
+  }
+
+  async function forwardedOutcome (request: FastifyRequest, counts: ReturnType<typeof headerCounts>): Promise<Outcome | undefined> {
+    const f = fwd as NonNullable<typeof fwd>
+    const value = counts.get(f.header)?.value
+    if (value === undefined) return undefined
+    if (f.verifyHeader !== undefined && counts.get(f.verifyHeader.name)?.value !== f.verifyHeader.value) {
+      request.log.info({ 'mtls.verify_header': counts.get(f.verifyHeader.name)?.value ?? null }, 'fastify-mtls-auth: the proxy did not report a verified client certificate; the forwarded one is ignored')
+      return undefined
+    }
+    let cert
+    try {
+      cert = parseForwarded(f.format, value, { xfccElement: f.xfccElement, ...(f.chainHeader === undefined ? {} : { chainValue: counts.get(f.chainHeader)?.value }) })
+    } catch (err) {
+      if (!(err instanceof MalformedHeader)) throw err
+      await reject(request, 'FST_MTLS_CERT_MALFORMED', `${f.header}: ${err.message}`, null)
+      return undefined
+    }
+    if (cert === undefined) return undefined
+    const fingerprint = createHash('sha256').update(cert.leaf).digest('hex').toUpperCase().replace(/(..)(?!$)/g, '$1:')
+    const outcome = await auth.authenticate(fingerprint, [cert.leaf, ...cert.chain], 'forwarded')
+    if (outcome.kind === 'ok') noteVerdict(request, outcome)
+    return outcome
+  }
+
   async function check (policy: CompiledPolicy<FastifyRequest>, identity: ClientIdentity, request: FastifyRequest): Promise<boolean> {
     const r = policy(identity, request)
     return r === true || (typeof r !== 'boolean' && await r)
@@ -468,11 +535,11 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   fastify.addHook('onRequest', async function mtlsOnRequest (request) {
     const route = routePolicyAtRequest(request)
     if (route === false) return
-    const outcome = await connectionOutcome(request)
+    const { outcome, missing } = await requestOutcome(request)
     ;(request as RequestWithOutcome)[kOutcome] = outcome ?? null
     if (outcome === undefined) {
       if (o.mode === 'required' || route !== undefined) {
-        await reject(request, 'FST_MTLS_CERT_MISSING', 'no client certificate was presented', null)
+        await reject(request, 'FST_MTLS_CERT_MISSING', missing, null)
       }
       return
     }

@@ -103,7 +103,16 @@ export function parseForwarded (format: ForwardedFormat, value: string, options:
  * first value is kept, and nothing here ever reads them. Exposed for tests.
  */
 export function parseXfcc (value: string): Array<Map<string, string>> {
-  const s = trimOws(checkValue(value, 'x-forwarded-client-cert'))
+  return xfccElements(trimOws(checkValue(value, 'x-forwarded-client-cert')))
+}
+
+// ----------------------------------------------------------------------------- XFCC
+
+/** Keys Envoy repeats, one pair per SAN; never read for identity. */
+const REPEATABLE_XFCC_KEYS: ReadonlySet<string> = new Set(['by', 'uri', 'dns'])
+
+/** The hand parser behind parseXfcc, for a value already checked and trimmed: one pass, no backtracking. */
+function xfccElements (s: string): Array<Map<string, string>> {
   const elements: Array<Map<string, string>> = []
   if (s === '') return elements
   const n = s.length
@@ -174,13 +183,8 @@ export function parseXfcc (value: string): Array<Map<string, string>> {
   return elements
 }
 
-// ----------------------------------------------------------------------------- XFCC
-
-/** Keys Envoy repeats, one pair per SAN; never read for identity. */
-const REPEATABLE_XFCC_KEYS: ReadonlySet<string> = new Set(['by', 'uri', 'dns'])
-
 function fromXfcc (value: string, element: 'last' | 'only'): ForwardedCertificate {
-  const elements = parseXfcc(value)
+  const elements = xfccElements(value)
   if (element === 'only' && elements.length > 1) {
     throw new MalformedHeader(`xfcc: ${elements.length} elements where only one is allowed (xfccElement 'only')`)
   }
@@ -375,11 +379,8 @@ function base64Decode (s: string, what: string, strict: boolean): Buffer {
     end--
     pad++
   }
-  for (let i = 0; i < end; i++) {
-    const c = s.charCodeAt(i)
-    const ok = (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2b || c === 0x2f
-    if (!ok) throw new MalformedHeader(`${what}: ${describeChar(s, i)} at offset ${i} is not base64`)
-  }
+  const bad = NOT_BASE64.exec(end === s.length ? s : s.slice(0, end))
+  if (bad !== null) throw new MalformedHeader(`${what}: ${describeChar(s, bad.index)} at offset ${bad.index} is not base64`)
   if (end === 0) throw new MalformedHeader(`${what}: empty base64`)
   if (end % 4 === 1) throw new MalformedHeader(`${what}: base64 length is impossible (truncated?)`)
   if ((pad > 0 || strict) && s.length % 4 !== 0) throw new MalformedHeader(`${what}: base64 is not padded to a multiple of 4 characters`)
@@ -406,13 +407,17 @@ function certificateDer (der: Buffer, what: string): Buffer {
 
 // ----------------------------------------------------------------------------- text helpers
 
+// Single-character classes: a search with one cannot backtrack, so it is linear like the loops here.
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTER = /[\x00-\x08\x0a-\x1f\x7f]/
+const NOT_BASE64 = /[^A-Za-z0-9+/]/
+const WHITESPACE = /[\t\n\r ]/g
+
 function checkValue (value: string, what: string): string {
   if (typeof value !== 'string') throw new TypeError(`${what}: expected a string, got ${value === null ? 'null' : typeof value}`)
   if (value.length > MAX_FORWARDED_HEADER_LENGTH) throw new MalformedHeader(`${what}: value longer than ${MAX_FORWARDED_HEADER_LENGTH} characters`)
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i)
-    if ((c < 0x20 && c !== 0x09) || c === 0x7f) throw new MalformedHeader(`${what}: control character 0x${c.toString(16).padStart(2, '0')} at offset ${i}`)
-  }
+  const control = CONTROL_CHARACTER.exec(value)
+  if (control !== null) throw new MalformedHeader(`${what}: control character 0x${value.charCodeAt(control.index).toString(16).padStart(2, '0')} at offset ${control.index}`)
   return value
 }
 
@@ -445,21 +450,10 @@ function skipWhitespace (s: string, i: number): number {
   return i
 }
 
-function stripWhitespace (s: string): string {
-  let out = ''
-  let chunk = 0
-  for (let i = 0; i < s.length; i++) {
-    if (isWhitespace(s.charCodeAt(i))) {
-      if (i > chunk) out += s.slice(chunk, i)
-      chunk = i + 1
-    }
-  }
-  return chunk === 0 ? s : out + s.slice(chunk)
-}
+const stripWhitespace = (s: string): string => s.replace(WHITESPACE, '')
 
-/** A character for a log message: printable ASCII quoted, anything else as a code point. */
+/** The character at `i` (callers pass i < s.length) for a log message: printable ASCII quoted, anything else as a code point. */
 function describeChar (s: string, i: number): string {
-  if (i >= s.length) return 'end of value'
   const c = s.charCodeAt(i)
   return c > 0x20 && c < 0x7f ? JSON.stringify(s[i]) : `U+${c.toString(16).toUpperCase().padStart(4, '0')}`
 }

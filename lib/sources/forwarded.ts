@@ -1,0 +1,111 @@
+// The forwarded-certificate source: a header set by a trusted proxy. A forwarded
+// certificate is public data with no proof of possession, so the trusted-proxy gate
+// is the only control: headers from any other peer are refused, never read.
+import ipaddr from 'ipaddr.js'
+import type { FastifyRequest } from 'fastify'
+import type { Policy } from '../types.js'
+
+export type TrustedProxies =
+  | ReadonlyArray<string>
+  | ((address: string | undefined) => boolean)
+  | { policy: Policy<FastifyRequest> }
+
+export interface ForwardedOptions {
+  /** the header's exact name (matched case-insensitively, as HTTP does) */
+  header: string
+  format: 'xfcc' | 'escaped-pem' | 'base64-der' | 'rfc9440'
+  /** addresses and CIDRs, 'unix' for Unix-socket peers, a function of the peer address, or { policy } for a proxy that authenticates with mTLS */
+  trustedProxies: TrustedProxies
+  /** a separate chain header (RFC 9440 Client-Cert-Chain) */
+  chainHeader?: string
+  /** a header the proxy sets to `value` when it verified the client (nginx $ssl_client_verify = SUCCESS) */
+  verifyHeader?: { name: string, value: string }
+  /** 'last' (default): the element the nearest proxy appended; 'only': more than one element is malformed */
+  xfccElement?: 'last' | 'only'
+}
+
+type Range = [ipaddr.IPv4 | ipaddr.IPv6, number]
+
+export interface CompiledGate {
+  /** true when the peer is a trusted proxy by address (the mTLS-policy kind is decided by the plugin) */
+  byAddress: ((address: string | undefined) => boolean) | undefined
+  policy: Policy<FastifyRequest> | undefined
+  /** CIDRs wider than /24 (IPv4) or /64 (IPv6), for a start-up warning */
+  wide: string[]
+}
+
+/** The peer address as the socket reports it, IPv4-mapped IPv6 written as IPv4. */
+export function normaliseAddress (address: string | undefined): string | undefined {
+  if (address === undefined) return undefined
+  if (!ipaddr.isValid(address)) return address
+  const parsed = ipaddr.parse(address)
+  if (parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) return (parsed as ipaddr.IPv6).toIPv4Address().toString()
+  return parsed.toString()
+}
+
+/** Checks `trustedProxies` and compiles it. Throws a TypeError saying what is wrong. */
+export function compileGate (trusted: unknown): CompiledGate {
+  if (typeof trusted === 'function') return { byAddress: trusted as (a: string | undefined) => boolean, policy: undefined, wide: [] }
+  if (typeof trusted === 'object' && trusted !== null && !Array.isArray(trusted)) {
+    const policy = (trusted as { policy?: unknown }).policy
+    if (typeof policy !== 'object' || policy === null || Object.keys(trusted).length !== 1) {
+      throw new TypeError('forwarded.trustedProxies must be an array of addresses/CIDRs (or \'unix\'), a function, or { policy } for a proxy that authenticates with mTLS')
+    }
+    return { byAddress: undefined, policy: policy as Policy<FastifyRequest>, wide: [] }
+  }
+  if (!Array.isArray(trusted) || trusted.length === 0) {
+    throw new TypeError('forwarded.trustedProxies must list the proxies allowed to set the header, e.g. [\'10.0.0.7\'] (there is no default: an empty list would trust no one)')
+  }
+  let unix = false
+  const ranges: Range[] = []
+  const wide: string[] = []
+  trusted.forEach((entry, i) => {
+    if (entry === 'unix') {
+      unix = true
+      return
+    }
+    if (typeof entry !== 'string') throw new TypeError(`forwarded.trustedProxies[${i}] must be a string`)
+    let range: Range
+    try {
+      range = entry.includes('/') ? ipaddr.parseCIDR(entry) : [ipaddr.parse(entry), ipaddr.parse(entry).kind() === 'ipv4' ? 32 : 128]
+    } catch {
+      throw new TypeError(`forwarded.trustedProxies[${i}]: ${JSON.stringify(entry)} is not an IP address or CIDR (or 'unix')`)
+    }
+    const [addr, bits] = range
+    if ((addr.kind() === 'ipv4' && bits < 24) || (addr.kind() === 'ipv6' && bits < 64)) wide.push(entry)
+    // an IPv4-mapped IPv6 range means its IPv4 range (peers are normalised the same way)
+    if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96) {
+      ranges.push([(addr as ipaddr.IPv6).toIPv4Address(), bits - 96])
+    } else {
+      ranges.push(range)
+    }
+  })
+  return {
+    byAddress: (address) => {
+      if (address === undefined) return unix
+      if (!ipaddr.isValid(address)) return false
+      const peer = ipaddr.parse(address)
+      return ranges.some(([base, bits]) => base.kind() === peer.kind() && peer.match(base, bits))
+    },
+    policy: undefined,
+    wide
+  }
+}
+
+/**
+ * How often each of `names` appears among the request's raw header lines. Node joins a
+ * repeated header with ", " (which looks like a valid multi-hop XFCC list), and
+ * headersDistinct does not exist under HTTP/2, so the raw lines are counted.
+ */
+export function headerCounts (request: FastifyRequest, names: readonly string[]): Map<string, { count: number, value: string | undefined }> {
+  const out = new Map(names.map((n) => [n, { count: 0, value: undefined as string | undefined }]))
+  const raw = request.raw.rawHeaders
+  for (let i = 0; i < raw.length; i += 2) {
+    const entry = out.get((raw[i] as string).toLowerCase())
+    if (entry !== undefined) {
+      entry.count++
+      entry.value = raw[i + 1]
+    }
+  }
+  return out
+}
