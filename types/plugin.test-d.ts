@@ -52,3 +52,15 @@ app.get('/billing', { onRequest: app.mtls.require({ subject: { OU: 'billing' } }
 app.get('/claims', { preHandler: app.mtls.require({ check: async (id: ClientIdentity, req: FastifyRequest) => id.trustAnchor.name === req.params }) }, async () => 'ok')
 expectType<MtlsStatus>(app.mtls.status())
 expectType<number>(app.mtls.status().epoch)
+
+// behind a proxy
+app.register(fastifyMtls, { ca: pem, forwarded: { header: 'x-forwarded-client-cert', format: 'xfcc', trustedProxies: ['10.0.0.7', 'unix'], xfccElement: 'only' } })
+app.register(fastifyMtls, { ca: pem, forwarded: { header: 'client-cert', chainHeader: 'client-cert-chain', format: 'rfc9440', trustedProxies: (address) => address === '10.0.0.7' } })
+app.register(fastifyMtls, { ca: pem, forwarded: { header: 'x-ssl-client-cert', format: 'escaped-pem', trustedProxies: { policy: { subject: { CN: 'edge' } } }, verifyHeader: { name: 'x-ssl-client-verify', value: 'SUCCESS' } } })
+expectError(app.register(fastifyMtls, { ca: pem, forwarded: { header: 'x', format: 'json', trustedProxies: [] } }))
+expectError(app.register(fastifyMtls, { ca: pem, forwarded: { header: 'x', format: 'xfcc' } }))
+
+// rotation and revocation
+app.mtls.reload({ ca: pem, crl: [pem], deny: [], key: pem, cert: pem }).then((outcome) => expectType<boolean>(outcome.ok))
+app.register(fastifyMtls, { ca: pem, crlMode: 'soft-fail', ocsp: { mode: 'hard-fail', responder: 'http://ocsp.example' }, crlFetch: { allow: ['http://crl.example/'] }, watch: { ca: '/etc/mtls/ca.pem' } })
+expectError(app.register(fastifyMtls, { ca: pem, ocsp: { mode: 'sometimes' } }))
