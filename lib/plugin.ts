@@ -387,7 +387,8 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
         trusted = proxy?.kind === 'ok' && await check(proxyPolicy, proxy.identity, request)
       }
       if (trusted) {
-        const repeated = sent.find((n) => (counts.get(n)?.count ?? 0) > 1)
+        // RFC 9440 lets Client-Cert-Chain span several lines (a list); every other header must appear once
+        const repeated = sent.find((n) => n !== fwd.chainHeader && (counts.get(n)?.count ?? 0) > 1)
         if (repeated !== undefined) {
           await reject(request, 'FST_MTLS_CERT_MALFORMED', `header ${repeated} appears ${counts.get(repeated)?.count} times`, null)
           // reached only with enforce: false: a repeated header never yields an identity
@@ -405,15 +406,16 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
 
   async function forwardedOutcome (request: FastifyRequest, counts: ReturnType<typeof headerCounts>): Promise<Outcome | undefined> {
     const f = fwd as NonNullable<typeof fwd>
-    const value = counts.get(f.header)?.value
+    const value = counts.get(f.header)?.values[0]
     if (value === undefined) return undefined
-    if (f.verifyHeader !== undefined && counts.get(f.verifyHeader.name)?.value !== f.verifyHeader.value) {
-      request.log.info({ 'mtls.verify_header': counts.get(f.verifyHeader.name)?.value ?? null }, 'fastify-mtls-auth: the proxy did not report a verified client certificate; the forwarded one is ignored')
+    const verified = f.verifyHeader === undefined ? undefined : counts.get(f.verifyHeader.name)?.values[0]
+    if (f.verifyHeader !== undefined && verified !== f.verifyHeader.value) {
+      request.log.info({ 'mtls.verify_header': verified ?? null }, 'fastify-mtls-auth: the proxy did not report a verified client certificate; the forwarded one is ignored')
       return undefined
     }
     let cert
     try {
-      cert = parseForwarded(f.format, value, { xfccElement: f.xfccElement, ...(f.chainHeader === undefined ? {} : { chainValue: counts.get(f.chainHeader)?.value }) })
+      cert = parseForwarded(f.format, value, { xfccElement: f.xfccElement, ...(f.chainHeader === undefined ? {} : { chainValue: counts.get(f.chainHeader)?.values.join(', ') }) })
     } catch (err) {
       if (!(err instanceof MalformedHeader)) throw err
       await reject(request, 'FST_MTLS_CERT_MALFORMED', `${f.header}: ${err.message}`, null)

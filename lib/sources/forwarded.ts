@@ -97,14 +97,14 @@ export function compileGate (trusted: unknown): CompiledGate {
  * repeated header with ", " (which looks like a valid multi-hop XFCC list), and
  * headersDistinct does not exist under HTTP/2, so the raw lines are counted.
  */
-export function headerCounts (request: FastifyRequest, names: readonly string[]): Map<string, { count: number, value: string | undefined }> {
-  const out = new Map(names.map((n) => [n, { count: 0, value: undefined as string | undefined }]))
+export function headerCounts (request: FastifyRequest, names: readonly string[]): Map<string, { count: number, values: string[] }> {
+  const out = new Map(names.map((n) => [n, { count: 0, values: [] as string[] }]))
   const raw = request.raw.rawHeaders
   for (let i = 0; i < raw.length; i += 2) {
     const entry = out.get((raw[i] as string).toLowerCase())
     if (entry !== undefined) {
       entry.count++
-      entry.value = raw[i + 1]
+      entry.values.push(raw[i + 1] as string)
     }
   }
   return out
