@@ -20,7 +20,7 @@ import type { DenyEntry } from './options.js'
 import { invalid, normaliseOptions, type FastifyMtlsOptions, type MtlsRejection, type NormalisedPluginOptions } from './options.js'
 import { compilePolicy, PolicyError, type CompiledPolicy } from './policy.js'
 import { leafFingerprint, presentedChain, tlsPeer } from './sources/tls.js'
-import { headerCounts, normaliseAddress } from './sources/forwarded.js'
+import { headerCounts, MAX_HEADER_LINES, normaliseAddress } from './sources/forwarded.js'
 import { MalformedHeader, parseForwarded } from './sources/forwarded-formats.js'
 import type { ClientIdentity, Policy, RejectionCode } from './types.js'
 import { MAX_PRESENTED } from './verify/verify.js'
@@ -381,12 +381,21 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     if (fwd !== undefined) {
       const counts = headerCounts(request, forwardedNames)
       const sent = forwardedNames.filter((n) => (counts.get(n)?.count ?? 0) > 0)
-      let trusted = fwd.gate.byAddress?.(normaliseAddress(request.raw.socket?.remoteAddress)) === true
+      // a socket reports no address when it is a Unix socket, and also once a TCP client has gone:
+      // only a server listening on a path has Unix peers
+      const address = normaliseAddress(request.raw.socket?.remoteAddress)
+      const unixServer = typeof fastify.server.address() === 'string'
+      let trusted = (address !== undefined || unixServer) && fwd.gate.byAddress?.(address) === true
       if (!trusted && proxyPolicy !== undefined) {
         const proxy = await connectionOutcome(request)
         trusted = proxy?.kind === 'ok' && await check(proxyPolicy, proxy.identity, request)
       }
       if (trusted) {
+        // past Node's header-line limit the rest is dropped silently: a repeat could be among them
+        if (request.raw.rawHeaders.length / 2 >= MAX_HEADER_LINES) {
+          await reject(request, 'FST_MTLS_CERT_MALFORMED', `${request.raw.rawHeaders.length / 2} header lines: too many to be sure the certificate header appears once`, null)
+          return { outcome: undefined, missing: 'too many header lines' }
+        }
         // RFC 9440 lets Client-Cert-Chain span several lines (a list); every other header must appear once
         const repeated = sent.find((n) => n !== fwd.chainHeader && (counts.get(n)?.count ?? 0) > 1)
         if (repeated !== undefined) {

@@ -66,19 +66,22 @@ export function compileGate (trusted: unknown): CompiledGate {
     }
     if (typeof entry !== 'string') throw new TypeError(`forwarded.trustedProxies[${i}] must be a string`)
     let range: Range
+    const base = entry.split('/')[0] as string
+    // only four-part decimal IPv4: '010.0.0.7' (octal) or '127.1' mean other addresses to other parsers
+    const ambiguous = !base.includes(':') && !ipaddr.IPv4.isValidFourPartDecimal(base)
     try {
+      if (ambiguous) throw new TypeError('ambiguous')
       range = entry.includes('/') ? ipaddr.parseCIDR(entry) : [ipaddr.parse(entry), ipaddr.parse(entry).kind() === 'ipv4' ? 32 : 128]
     } catch {
-      throw new TypeError(`forwarded.trustedProxies[${i}]: ${JSON.stringify(entry)} is not an IP address or CIDR (or 'unix')`)
+      throw new TypeError(`forwarded.trustedProxies[${i}]: ${JSON.stringify(entry)} is not an IP address or CIDR (or 'unix'); write IPv4 as four decimal numbers, e.g. 10.0.0.7`)
     }
     const [addr, bits] = range
-    if ((addr.kind() === 'ipv4' && bits < 24) || (addr.kind() === 'ipv6' && bits < 64)) wide.push(entry)
     // an IPv4-mapped IPv6 range means its IPv4 range (peers are normalised the same way)
-    if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96) {
-      ranges.push([(addr as ipaddr.IPv6).toIPv4Address(), bits - 96])
-    } else {
-      ranges.push(range)
-    }
+    const mapped: Range = addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96
+      ? [(addr as ipaddr.IPv6).toIPv4Address(), bits - 96]
+      : range
+    if ((mapped[0].kind() === 'ipv4' && mapped[1] < 24) || (mapped[0].kind() === 'ipv6' && mapped[1] < 64)) wide.push(entry)
+    ranges.push(mapped)
   })
   return {
     byAddress: (address) => {
@@ -91,6 +94,9 @@ export function compileGate (trusted: unknown): CompiledGate {
     wide
   }
 }
+
+/** Node keeps at most about a thousand header lines and drops the rest without a word. */
+export const MAX_HEADER_LINES = 1000
 
 /**
  * How often each of `names` appears among the request's raw header lines. Node joins a
