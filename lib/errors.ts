@@ -18,6 +18,7 @@ export const MtlsRevocationUnknownError = createError('FST_MTLS_REVOCATION_UNKNO
 export const MtlsCertMalformedError = createError('FST_MTLS_CERT_MALFORMED', 'The forwarded client certificate could not be parsed', 400, Error, false)
 export const MtlsForwardedUntrustedError = createError('FST_MTLS_FORWARDED_UNTRUSTED', 'A forwarded client certificate was sent by a peer that is not a trusted proxy', 401, Error, false)
 export const MtlsForbiddenError = createError('FST_MTLS_FORBIDDEN', 'The client certificate is not allowed to access this resource', 403, Error, false)
+export const MtlsTokenNotBoundError = createError('FST_MTLS_TOKEN_NOT_BOUND', 'The access token is not bound to this client certificate (RFC 8705 cnf["x5t#S256"]): use the token issued for this certificate', 401, Error, false)
 export const MtlsReloadInvalidError = createError('FST_MTLS_RELOAD_INVALID', 'Trust material refused: %s')
 export const MtlsInvalidOptionsError = createError('FST_MTLS_INVALID_OPTIONS', 'Invalid fastify-mtls-auth options: %s')
 
@@ -33,7 +34,8 @@ export const rejectionErrors = {
   FST_MTLS_REVOCATION_UNKNOWN: MtlsRevocationUnknownError,
   FST_MTLS_CERT_MALFORMED: MtlsCertMalformedError,
   FST_MTLS_FORWARDED_UNTRUSTED: MtlsForwardedUntrustedError,
-  FST_MTLS_FORBIDDEN: MtlsForbiddenError
+  FST_MTLS_FORBIDDEN: MtlsForbiddenError,
+  FST_MTLS_TOKEN_NOT_BOUND: MtlsTokenNotBoundError
 } as const satisfies Record<RejectionCode, unknown>
 
 /** The error a rejection code turns into. */

@@ -16,5 +16,5 @@ export type {
 export {
   MtlsCertMissingError, MtlsCertUntrustedError, MtlsCertExpiredError, MtlsCertNotYetValidError, MtlsChainInvalidError,
   MtlsCertPurposeError, MtlsCertWeakError, MtlsCertRevokedError, MtlsRevocationUnknownError, MtlsCertMalformedError,
-  MtlsForwardedUntrustedError, MtlsForbiddenError, MtlsReloadInvalidError, MtlsInvalidOptionsError, rejectionError
+  MtlsForwardedUntrustedError, MtlsForbiddenError, MtlsTokenNotBoundError, MtlsReloadInvalidError, MtlsInvalidOptionsError, rejectionError
 } from './errors.js'

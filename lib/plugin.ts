@@ -15,6 +15,7 @@ import { FileWatcher, type WatchStatus } from './watch.js'
 import { CrlFetcher, type CrlSourceStatus } from './revocation/crl-fetcher.js'
 import { OcspChecker, type OcspCheckerStatus } from './revocation/ocsp.js'
 import { crlSignedBy } from './verify/chain.js'
+import { tokenBindingError } from './bound-token.js'
 import type { CertificateInput, TrustAnchorInput } from './types.js'
 import type { DenyEntry } from './options.js'
 import { invalid, normaliseOptions, type FastifyMtlsOptions, type MtlsRejection, type NormalisedPluginOptions } from './options.js'
@@ -76,6 +77,12 @@ export interface MtlsNamespace {
    * with FST_MTLS_RELOAD_INVALID and the old material stays in force. Reloads run one at a time.
    */
   reload: (input: ReloadInput) => Promise<ReloadOutcome>
+  /**
+   * A hook (preHandler, after the token was verified) that accepts only an access token bound to the
+   * request's client certificate (RFC 8705 cnf["x5t#S256"]). `claims` reads the verified claims
+   * (default: request.user, where @fastify/jwt puts them).
+   */
+  requireBoundToken: (options?: { claims?: (request: FastifyRequest) => unknown }) => onRequestAsyncHookHandler
 }
 
 declare module 'fastify' {
@@ -120,7 +127,8 @@ const STATUS: Record<RejectionCode, number> = {
   FST_MTLS_REVOCATION_UNKNOWN: 401,
   FST_MTLS_CERT_MALFORMED: 400,
   FST_MTLS_FORWARDED_UNTRUSTED: 401,
-  FST_MTLS_FORBIDDEN: 403
+  FST_MTLS_FORBIDDEN: 403,
+  FST_MTLS_TOKEN_NOT_BOUND: 401
 }
 
 function fingerprints (ca: unknown): Map<string, string> {
@@ -314,7 +322,9 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     const rejection = (error as ErrorWithRejection)[kRejection]
     if (rejection === undefined) return
     await report(request, rejection)
-    if (o.wwwAuthenticate !== undefined && rejection.statusCode === 401) reply.header('www-authenticate', o.wwwAuthenticate)
+    // RFC 6750: a refused bearer token is answered with its own challenge
+    if (rejection.code === 'FST_MTLS_TOKEN_NOT_BOUND') reply.header('www-authenticate', 'Bearer error="invalid_token", error_description="the token is not bound to this client certificate"')
+    else if (o.wwwAuthenticate !== undefined && rejection.statusCode === 401) reply.header('www-authenticate', o.wwwAuthenticate)
   })
 
   async function connectionOutcome (request: FastifyRequest): Promise<Outcome | undefined> {
@@ -584,6 +594,27 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
         if (!await check(compiled, identity, request)) {
           await reject(request, 'FST_MTLS_FORBIDDEN', `the guard of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, identity)
         }
+      }
+    },
+    requireBoundToken (options?: { claims?: (request: FastifyRequest) => unknown }) {
+      if (options !== undefined && (typeof options !== 'object' || options === null)) throw invalid('requireBoundToken(options): options must be an object such as { claims: (request) => request.user }')
+      const claimsOf = options?.claims ?? ((request: FastifyRequest) => (request as FastifyRequest & { user?: unknown }).user)
+      if (typeof claimsOf !== 'function') throw invalid('requireBoundToken: claims must be a function returning the verified token claims')
+      return async function mtlsBoundToken (this: FastifyInstance, request: FastifyRequest): Promise<void> {
+        const identity = request.clientIdentity
+        if (identity === null) {
+          await reject(request, 'FST_MTLS_CERT_MISSING', 'a certificate-bound token needs a verified client certificate', null)
+          return
+        }
+        let claims: unknown
+        try {
+          claims = claimsOf(request)
+        } catch (err) {
+          claims = undefined
+          request.log.error({ err }, 'fastify-mtls-auth: the claims getter threw; treated as no claims')
+        }
+        const why = tokenBindingError(claims, identity)
+        if (why !== undefined) await reject(request, 'FST_MTLS_TOKEN_NOT_BOUND', why, identity)
       }
     },
     status () {

@@ -27,6 +27,7 @@ export type RejectionCode =
   | 'FST_MTLS_CERT_MALFORMED'
   | 'FST_MTLS_FORWARDED_UNTRUSTED'
   | 'FST_MTLS_FORBIDDEN'
+  | 'FST_MTLS_TOKEN_NOT_BOUND'
 
 export type VerificationCode =
   | 'FST_MTLS_CERT_UNTRUSTED'

@@ -45,7 +45,8 @@ t.test('every rejection code has a constructor with its status and a client mess
     FST_MTLS_REVOCATION_UNKNOWN: 401,
     FST_MTLS_CERT_MALFORMED: 400,
     FST_MTLS_FORWARDED_UNTRUSTED: 401,
-    FST_MTLS_FORBIDDEN: 403
+    FST_MTLS_FORBIDDEN: 403,
+    FST_MTLS_TOKEN_NOT_BOUND: 401
   }
   t.same(Object.keys(errors.rejectionErrors).sort(), Object.keys(expected).sort())
   for (const [code, status] of Object.entries(expected)) {
