@@ -64,3 +64,8 @@ expectError(app.register(fastifyMtls, { ca: pem, forwarded: { header: 'x', forma
 app.mtls.reload({ ca: pem, crl: [pem], deny: [], key: pem, cert: pem }).then((outcome) => expectType<boolean>(outcome.ok))
 app.register(fastifyMtls, { ca: pem, crlMode: 'soft-fail', ocsp: { mode: 'hard-fail', responder: 'http://ocsp.example' }, crlFetch: { allow: ['http://crl.example/'] }, watch: { ca: '/etc/mtls/ca.pem' } })
 expectError(app.register(fastifyMtls, { ca: pem, ocsp: { mode: 'sometimes' } }))
+
+// certificate-bound tokens
+expectType<onRequestAsyncHookHandler>(app.mtls.requireBoundToken())
+app.get('/settlements', { preHandler: app.mtls.requireBoundToken({ claims: (request) => request.headers.authorization }) }, async () => 'ok')
+expectError(app.mtls.requireBoundToken({ claims: 'user' }))
