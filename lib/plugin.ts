@@ -104,7 +104,7 @@ const kOutcome = Symbol('fastify-mtls-auth.outcome')
 const kRejection = Symbol('fastify-mtls-auth.rejection')
 
 type RequestWithOutcome = FastifyRequest & { [kOutcome]: Outcome | null }
-type ErrorWithRejection = Error & { [kRejection]?: MtlsRejection }
+type ErrorWithRejection = Error & { statusCode: number, [kRejection]?: MtlsRejection }
 
 interface ConnectionState {
   epoch: number
@@ -113,22 +113,6 @@ interface ConnectionState {
   /** TLS 1.2 can renegotiate a new client certificate on the same connection: re-read the leaf each request */
   renegotiable: boolean
   tlsVerdictLogged: boolean
-}
-
-const STATUS: Record<RejectionCode, number> = {
-  FST_MTLS_CERT_MISSING: 401,
-  FST_MTLS_CERT_UNTRUSTED: 401,
-  FST_MTLS_CERT_EXPIRED: 401,
-  FST_MTLS_CERT_NOT_YET_VALID: 401,
-  FST_MTLS_CHAIN_INVALID: 401,
-  FST_MTLS_CERT_PURPOSE: 401,
-  FST_MTLS_CERT_WEAK: 401,
-  FST_MTLS_CERT_REVOKED: 401,
-  FST_MTLS_REVOCATION_UNKNOWN: 401,
-  FST_MTLS_CERT_MALFORMED: 400,
-  FST_MTLS_FORWARDED_UNTRUSTED: 401,
-  FST_MTLS_FORBIDDEN: 403,
-  FST_MTLS_TOKEN_NOT_BOUND: 401
 }
 
 function fingerprints (ca: unknown): Map<string, string> {
@@ -303,7 +287,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     const leaf = (request as RequestWithOutcome)[kOutcome]?.leaf
     const rejection: MtlsRejection = {
       code,
-      statusCode: STATUS[code],
+      statusCode: error.statusCode,
       message: error.message,
       reason,
       identity,

@@ -20,6 +20,7 @@
 // verifier (which refuses the forgery) would report REVOCATION_UNKNOWN until the forgery's
 // nextUpdate. The `accept` dependency closes that: given a check that the CRL is signed by
 // a known CA certificate, a refused CRL is never held. The plugin should pass one.
+import { readBounded } from './body.js'
 import type { ParsedCertificate } from '../der/certificate.js'
 import { MAX_CRL_BYTES, type ParsedCrl } from '../der/crl.js'
 import { toDerList } from '../der/pem.js'
@@ -517,20 +518,9 @@ export class CrlFetcher {
       throw tooLarge()
     }
     if (res.body === null) return Buffer.alloc(0)
-    const reader = res.body.getReader()
-    const chunks: Uint8Array[] = []
-    let total = 0
-    for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
-      total += value.byteLength
-      if (total > this.maxBytes) {
-        await reader.cancel().catch(() => {})
-        throw tooLarge()
-      }
-      chunks.push(value)
-    }
-    return Buffer.concat(chunks, total)
+    const body = await readBounded(res.body, this.maxBytes)
+    if (body === undefined) throw tooLarge()
+    return body
   }
 
   private cancelTimer (entry: Entry): void {

@@ -15,6 +15,7 @@
 //   `failureCacheSec` (default 5 s, so an outage costs one timeout per
 //   certificate every few seconds rather than one per connection).
 // - check() never throws: every failure is { status: 'error', reason }.
+import { readBounded } from './body.js'
 import { createHash, randomBytes } from 'node:crypto'
 import { LruCache } from '../cache.js'
 import { KU, parseAlgorithmIdentifier, type AlgorithmIdentifier, type ParsedCertificate } from '../der/certificate.js'
@@ -542,21 +543,10 @@ export class OcspChecker {
       throw new OcspFailure(`response of ${declared} bytes is larger than ${maxResponseBytes}`)
     }
     if (res.body === null) throw new OcspFailure('empty response')
-    const reader = res.body.getReader()
-    const chunks: Uint8Array[] = []
-    let total = 0
-    for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
-      total += value.byteLength
-      if (total > maxResponseBytes) {
-        reader.cancel().catch(() => {})
-        throw new OcspFailure(`response larger than ${maxResponseBytes} bytes`)
-      }
-      chunks.push(value)
-    }
-    if (total === 0) throw new OcspFailure('empty response')
-    return Buffer.concat(chunks, total)
+    const body = await readBounded(res.body, maxResponseBytes)
+    if (body === undefined) throw new OcspFailure(`response larger than ${maxResponseBytes} bytes`)
+    if (body.length === 0) throw new OcspFailure('empty response')
+    return body
   }
 
   private evaluate (body: Buffer, nonce: Buffer, cert: ParsedCertificate, issuer: ParsedCertificate, responder: string): { result: OcspStatus, until: number } {
