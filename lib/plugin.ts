@@ -458,6 +458,9 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     const unknown = Object.keys(input).filter((k) => !RELOAD_KEYS.has(k))
     if (unknown.length > 0) return fail(`unknown field ${JSON.stringify(unknown[0])} (reload takes ${[...RELOAD_KEYS].join(', ')})`)
     if (changed.length === 0) return fail('nothing to reload: give at least one of ca, intermediates, crl, deny, key, cert')
+    const empty = changed.find((k) => (input as Record<string, unknown>)[k] === null)
+    if (empty !== undefined) return fail(`${empty} is null: give the new value, or leave the field out to keep the current one`)
+    if (input.deny !== undefined && !Array.isArray(input.deny)) return fail('deny must be an array')
     const list = <T>(x: T | readonly T[] | undefined, keep: readonly T[]): readonly T[] => x === undefined ? keep : Array.isArray(x) ? [...x as readonly T[]] : [x as T]
     const next = {
       ca: input.ca ?? current.ca,
@@ -493,6 +496,8 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     // all checked: swap the trust, then the TLS context (a handshake in between is judged by the new trust)
     auth.replace(material)
     current = next
+    // answers cached under the old trust are not reused
+    ocsp?.checker.clear()
     for (const w of material.warnings) fastify.log.warn(`fastify-mtls-auth: ${w}`)
     if (contextChange !== undefined) applyContext(server, contextChange, o.rotateTicketKeysOnReload)
     else if (o.rotateTicketKeysOnReload) server.setTicketKeys(randomBytes(48))
@@ -570,8 +575,9 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     require (policy?: Policy<FastifyRequest>) {
       const compiled = policy === undefined ? anyIdentity : compile(policy, 'mtls.require()')
       return async function mtlsGuard (this: FastifyInstance, request: FastifyRequest): Promise<void> {
+        // undefined, not null, where the plugin's hook never ran (a guard used outside the plugin's scope)
         const identity = request.clientIdentity
-        if (identity === null) {
+        if (identity === null || identity === undefined) {
           await reject(request, 'FST_MTLS_CERT_MISSING', 'a guarded route was called without a verified client certificate', null)
           return
         }
@@ -586,7 +592,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       if (typeof claimsOf !== 'function') throw invalid('requireBoundToken: claims must be a function returning the verified token claims')
       return async function mtlsBoundToken (this: FastifyInstance, request: FastifyRequest): Promise<void> {
         const identity = request.clientIdentity
-        if (identity === null) {
+        if (identity === null || identity === undefined) {
           await reject(request, 'FST_MTLS_CERT_MISSING', 'a certificate-bound token needs a verified client certificate', null)
           return
         }

@@ -58,6 +58,8 @@ export function compileGate (trusted: unknown): CompiledGate {
   }
   let unix = false
   const ranges: Range[] = []
+  // a link-local address means nothing without its zone (the interface): zoned entries match exactly
+  const zoned = new Set<string>()
   const wide: string[] = []
   trusted.forEach((entry, i) => {
     if (entry === 'unix') {
@@ -65,6 +67,12 @@ export function compileGate (trusted: unknown): CompiledGate {
       return
     }
     if (typeof entry !== 'string') throw new TypeError(`forwarded.trustedProxies[${i}] must be a string`)
+    if (entry.includes('%')) {
+      const [addr, zone] = entry.split('%') as [string, string]
+      if (entry.includes('/') || zone === '' || !ipaddr.IPv6.isValid(addr)) throw new TypeError(`forwarded.trustedProxies[${i}]: ${JSON.stringify(entry)}: a zone (%interface) goes only with a single IPv6 address`)
+      zoned.add(ipaddr.parse(addr).toString() + '%' + zone)
+      return
+    }
     let range: Range
     const base = entry.split('/')[0] as string
     // only four-part decimal IPv4: '010.0.0.7' (octal) or '127.1' mean other addresses to other parsers
@@ -86,6 +94,11 @@ export function compileGate (trusted: unknown): CompiledGate {
   return {
     byAddress: (address) => {
       if (address === undefined) return unix
+      // a zoned peer (fe80::1%eth1) matches only the same address on the same interface
+      if (address.includes('%')) {
+        const [addr, zone] = address.split('%') as [string, string]
+        return ipaddr.IPv6.isValid(addr) && zoned.has(ipaddr.parse(addr).toString() + '%' + zone)
+      }
       if (!ipaddr.isValid(address)) return false
       const peer = ipaddr.parse(address)
       return ranges.some(([base, bits]) => base.kind() === peer.kind() && peer.match(base, bits))
