@@ -327,13 +327,13 @@ t.test('node examples/b2b-api/server.js', async (t) => {
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
 
-  // the banner ends with the invoices command; no sleeps, just read the lines as they come
+  // the banner ends with the client command; no sleeps, just read the lines as they come
   const lines: string[] = []
   const ready = await new Promise<boolean>((resolve) => {
     const rl = createInterface({ input: child.stdout })
     rl.on('line', (line) => {
       lines.push(line)
-      if (line.endsWith('/v1/invoices')) resolve(true)
+      if (/ node \S*client\.js /.test(line)) resolve(true)
     })
     rl.once('close', () => resolve(false))
   })
@@ -351,6 +351,17 @@ t.test('node examples/b2b-api/server.js', async (t) => {
   t.equal(r.status, 200)
   t.equal(r.body.partner, 'mercy-hospital')
   t.ok(lines.some((l) => l === `curl --cacert ${join(pkiDir, 'server-ca.pem')} ${base}/v1/claims`), 'and one without a certificate')
+  t.ok(lines.some((l) => l.startsWith('TOKEN=$(curl ') && l.includes(`${base}/oauth/token`)), 'the token request')
+  t.ok(lines.some((l) => l.includes('"authorization: Bearer $TOKEN"') && l.endsWith(`${base}/v1/settlements`)), 'and its use')
+
+  // paste the printed client command: every case as expected
+  const clientLine = lines.at(-1)!
+  t.equal(clientLine, `PKI_DIR=${pkiDir} node ${join('examples', 'b2b-api', 'client.js')} ${base}`)
+  const table = await new Promise<{ code: number | null, out: string }>((resolve) => {
+    const c = execFile('sh', ['-c', clientLine], { cwd: root }, (_err, out, err) => resolve({ code: c.exitCode, out: out + err }))
+  })
+  t.equal(table.code, 0, `the client's cases are all as expected\n${table.out}`)
+  t.match(table.out, 'All 11 answers as expected.')
 
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'SIGTERM closes the server cleanly')
