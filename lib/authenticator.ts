@@ -208,6 +208,9 @@ export class Authenticator {
     if (!result.ok) return { kind: 'fail', code: result.code, reason: result.message, leaf }
     const denied = this.material.deny.match(result.path)
     if (denied !== undefined) return { kind: 'fail', code: 'FST_MTLS_CERT_REVOKED', reason: denied, leaf }
+    // learned before the online checks: a CRL fetched for this path may be issued by one of them
+    // (the verifier still checks every CRL against the issuer on the path)
+    for (const c of result.path.slice(1, -1)) this.learned.learn(c)
     return { kind: 'verified', result, leaf, presented }
   }
 
@@ -215,8 +218,6 @@ export class Authenticator {
     // the deny list as it is now: an online check may have waited across a reload
     const denied = this.material.deny.match(result.path)
     if (denied !== undefined) return { kind: 'fail', code: 'FST_MTLS_CERT_REVOKED', reason: denied, leaf }
-    // only intermediates of paths that passed every check (online ones included) are learned
-    for (const c of result.path.slice(1, -1)) this.learned.learn(c)
     return {
       kind: 'ok',
       identity: identityFromPath({ path: result.path, trustAnchor: result.anchor.info, source }),

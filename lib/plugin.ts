@@ -496,8 +496,6 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     // all checked: swap the trust, then the TLS context (a handshake in between is judged by the new trust)
     auth.replace(material)
     current = next
-    // answers cached under the old trust are not reused
-    ocsp?.checker.clear()
     for (const w of material.warnings) fastify.log.warn(`fastify-mtls-auth: ${w}`)
     if (contextChange !== undefined) applyContext(server, contextChange, o.rotateTicketKeysOnReload)
     else if (o.rotateTicketKeysOnReload) server.setTicketKeys(randomBytes(48))
