@@ -1,13 +1,16 @@
 // What fastify-mtls-auth costs the server, next to bare Fastify mTLS, measured side by side.
 //
-//   npm run build && npm run bench [-- --quick | --rounds N | --keys ec|rsa | --profile | --no-pin]
+//   npm run build && npm run bench [-- --quick | --rounds N | --only mtls,forwarded,memory | --keys ec|rsa | --profile | --no-pin]
 //
-// Interleaved A B A B in one run, each round pairing:
+// Interleaved in one run: every round measures each metric in short blocks A B B A A B ...
+// (each side's blocks added up), so that the drift of a shared machine hits both sides alike:
 //   A  bare Fastify HTTPS with requestCert: true (mTLS, no plugin)
 //   B  the same app with the plugin: required mode, a global policy, a route guard (app.mtls.require)
 // and, for the forwarded source, a plain-HTTP app behind a "proxy" on 127.0.0.1:
 //   FA the same route without the plugin (the header is sent all the same)
 //   FB the plugin with forwarded: { header, format: 'escaped-pem', trustedProxies: ['127.0.0.1'] }
+// and, for new connections only, what the plugin cannot avoid there:
+//   L  A plus an onRequest hook that reads the leaf once per connection (getPeerCertificate(false))
 //
 // Each server runs in its own child process (pinned to core 0 when `taskset` exists; this
 // process, the load generator, to core 1) and reports its own CPU (process.cpuUsage() deltas
@@ -21,11 +24,12 @@
 //     request: leaves minted from one DER template re-signed with crypto.sign)
 //   - memory: 100,000 distinct certificates through the Authenticator and its caches, in a
 //     child with --expose-gc: heapUsed after GC at 10k, 50k and 100k
-// Reported: per-round medians with min–max, and the added cost B − A as the median of the
-// paired per-round differences, against the targets of issue 7 (PASS/MISS).
+// Reported: medians over all blocks with their interquartile range, and the added cost B − A
+// as the median of the differences within block pairs, against the targets of issue 7 (PASS/MISS).
 //
-//   --quick     3 short rounds and 30,000 certificates for memory: under a minute
-//   --rounds N  rounds of A B pairs (default 5)
+//   --quick     3 short rounds and 20,000 certificates for memory: under a minute
+//   --rounds N  rounds (default 7, --quick 3), each of 4 blocks A B / B A per metric
+//   --only      a comma list of mtls, forwarded, memory (default all three)
 //   --keys      ec (default, P-256 everywhere) or rsa (RSA-2048 everywhere)
 //   --profile   write V8 CPU profiles of the plugin's servers (node --cpu-prof) to bench/profiles/
 //   --no-pin    do not pin processes to cores
@@ -137,7 +141,7 @@ async function serve () {
   const variant = process.argv[3]
   const [{ default: Fastify }, { default: fastifyMtls }] = await Promise.all([import('fastify'), import('../dist/index.js')])
   const [pki] = await once(process, 'message')
-  const tls = variant === 'A' || variant === 'B'
+  const tls = !variant.startsWith('F')
   const plugin = variant === 'B' || variant === 'FB'
   const app = Fastify({
     logger: false,
@@ -165,6 +169,18 @@ async function serve () {
   }
   // the same handler everywhere: the plugin's cost, not the application's use of the identity
   const reply = async () => ({ ok: true })
+  if (variant === 'L') {
+    // what the plugin cannot avoid on a new connection: reading the leaf from Node once
+    const seen = new WeakSet()
+    app.addHook('onRequest', (request, _reply, done) => {
+      const socket = request.raw.socket
+      if (!seen.has(socket)) {
+        seen.add(socket)
+        socket.getPeerCertificate(false)
+      }
+      done()
+    })
+  }
   if (plugin) app.get('/orders', { onRequest: app.mtls.require(ROUTE_GUARD) }, reply)
   else app.get('/orders', reply)
   await app.listen({ host: '127.0.0.1', port: 0 })
@@ -330,15 +346,7 @@ async function keepAlive (server, { connections, ms, total, requests, warmup, tl
   clearTimeout(timer)
   for (const c of conns) c.socket.destroy()
   if (errors > 0) throw new Error(`${server.variant}: ${errors} of ${latencies.length} requests failed; first: ${firstError}`)
-  latencies.sort((a, b) => a - b)
-  return {
-    requests: latencies.length,
-    rps: latencies.length / elapsed,
-    p50: percentile(latencies, 0.5) / 1000,
-    p99: percentile(latencies, 0.99) / 1000,
-    cpuPerRequest: cpu.us / latencies.length,
-    verifications: cpu.verifications
-  }
+  return { count: latencies.length, elapsed, cpuUs: cpu.us, latencies, verifications: cpu.verifications ?? 0 }
 }
 
 /** One request on a new TLS connection (Connection: close); resolves with whether the session was resumed. */
@@ -383,7 +391,22 @@ async function handshakes (server, { n, concurrency, resume, tlsOptions }) {
   const cpu = await server.stop()
   const expected = resume ? n : 0
   if (resumed !== expected) throw new Error(`${server.variant}: ${resumed} of ${n} connections resumed, expected ${expected}`)
-  return { cps: n / elapsed, cpuPerConnection: cpu.us / n, verifications: cpu.verifications }
+  return { count: n, elapsed, cpuUs: cpu.us, latencies: [], verifications: cpu.verifications ?? 0 }
+}
+
+/** Blocks of one side's phase added up; per request (or connection) figures from the sums. */
+function merge (blocks) {
+  const count = blocks.reduce((a, b) => a + b.count, 0)
+  const elapsed = blocks.reduce((a, b) => a + b.elapsed, 0)
+  const latencies = blocks.flatMap((b) => b.latencies).sort((a, b) => a - b)
+  return {
+    count,
+    perSecond: count / elapsed,
+    p50: percentile(latencies, 0.5) / 1000,
+    p99: percentile(latencies, 0.99) / 1000,
+    cpu: blocks.reduce((a, b) => a + b.cpuUs, 0) / count,
+    verifications: blocks.reduce((a, b) => a + b.verifications, 0)
+  }
 }
 
 // ============================================================================ memory child
@@ -442,9 +465,12 @@ async function runMemory (pki, checkpoints) {
 
 function stats (values) {
   const s = [...values].sort((a, b) => a - b)
-  const mid = s.length >> 1
-  const median = s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2
-  return { median, min: s[0], max: s[s.length - 1] }
+  const at = (q) => {
+    const i = (s.length - 1) * q
+    const lo = Math.floor(i)
+    return s[lo] + (s[Math.min(lo + 1, s.length - 1)] - s[lo]) * (i - lo)
+  }
+  return { median: at(0.5), q1: at(0.25), q3: at(0.75) }
 }
 
 async function main () {
@@ -452,22 +478,29 @@ async function main () {
     options: {
       quick: { type: 'boolean', default: false },
       rounds: { type: 'string' },
+      only: { type: 'string', default: 'mtls,forwarded,memory' },
       keys: { type: 'string', default: 'ec' },
       profile: { type: 'boolean', default: false },
       'no-pin': { type: 'boolean', default: false }
     }
   })
   if (!['ec', 'rsa'].includes(args.keys)) throw new Error('--keys is ec or rsa')
+  const sections = args.only.split(',')
+  const unknown = sections.filter((x) => !['mtls', 'forwarded', 'memory'].includes(x))
+  if (unknown.length > 0) throw new Error(`--only takes mtls, forwarded and memory, not ${unknown.join(', ')}`)
+  const run = { mtls: sections.includes('mtls'), forwarded: sections.includes('forwarded'), memory: sections.includes('memory') }
   const quick = args.quick
   const cfg = {
-    rounds: Number(args.rounds ?? (quick ? 3 : 5)),
+    rounds: Number(args.rounds ?? (quick ? 3 : 7)),
+    /** blocks of A and B per round and metric */
+    blocks: 4,
     connections: 32,
-    keepAliveMs: quick ? 1200 : 4000,
-    handshakes: quick ? 250 : 800,
+    keepAliveMs: quick ? 1200 : 2400,
+    handshakes: quick ? 160 : 320,
     handshakeConcurrency: 4,
-    cold: quick ? 400 : 1500,
+    cold: quick ? 320 : 1000,
     coldConnections: 8,
-    memory: quick ? [10_000, 20_000, 30_000] : [10_000, 50_000, 100_000]
+    memory: quick ? [10_000, 15_000, 20_000] : [10_000, 50_000, 100_000]
   }
   if (!Number.isInteger(cfg.rounds) || cfg.rounds < 1) throw new Error('--rounds must be a positive integer')
   const runStart = process.hrtime.bigint()
@@ -485,118 +518,130 @@ async function main () {
   const pki = makePki(args.keys)
   const mint = leafMinter(pki)
   const tlsOptions = { servername: 'localhost', ca: pki.root.cert, cert: pki.client.cert + pki.intermediate.cert, key: pki.client.key }
-  const clientDer = new X509Certificate(pki.client.cert).raw
-  const warmRequest = httpRequest(`${FORWARDED_HEADER}: ${escapedPem(clientDer)}\r\n`)
+  const warmRequest = httpRequest(`${FORWARDED_HEADER}: ${escapedPem(new X509Certificate(pki.client.cert).raw)}\r\n`)
 
   console.log(`fastify-mtls-auth plugin benchmark: node ${process.version}, ${cores} cores (${cpus()[0]?.model.trim() ?? '?'}), ` +
-    `keys ${args.keys === 'rsa' ? 'RSA-2048' : 'ECDSA P-256'}, ${pin ? 'server on core 0, load generator on core 1' : 'not pinned'}${quick ? ', --quick' : ''}`)
-  console.log(`${cfg.rounds} rounds of A B pairs; keep-alive: ${cfg.connections} connections × ${cfg.keepAliveMs / 1000} s; ` +
-    `new connections: ${cfg.handshakes} × full and resumed (${cfg.handshakeConcurrency} at a time); forwarded cold: ${cfg.cold} requests`)
+    `${args.keys === 'rsa' ? 'RSA-2048' : 'ECDSA P-256'} keys, TLS 1.3, ${pin ? 'servers on core 0, load generator on core 1' : 'not pinned'}${quick ? ', --quick' : ''}`)
+  console.log(`${cfg.rounds} rounds of ${cfg.blocks} blocks A B / B A per metric; keep-alive: ${cfg.connections} connections × ${cfg.keepAliveMs / 1000} s; ` +
+    `new connections: ${cfg.handshakes} full, ${cfg.handshakes} resumed (${cfg.handshakeConcurrency} at a time), one request each; forwarded cold: ${cfg.cold} requests`)
 
-  const servers = {}
-  for (const v of ['A', 'B', 'FA', 'FB']) servers[v] = new Server(v, pki, { pin, profile: args.profile })
-  await Promise.all(Object.values(servers).map((s) => s.ready()))
+  const rows = { keepAlive: { A: [], B: [] }, full: { A: [], B: [], L: [] }, resumed: { A: [], B: [], L: [] }, warm: { A: [], B: [] }, cold: { A: [], B: [] } }
+  const verified = { keepAlive: 0, full: 0, resumed: 0, warm: 0, cold: 0 }
+  if (run.mtls || run.forwarded) {
+    const variants = [...(run.mtls ? ['A', 'B', 'L'] : []), ...(run.forwarded ? ['FA', 'FB'] : [])]
+    const servers = {}
+    for (const v of variants) servers[v] = new Server(v, pki, { pin, profile: args.profile })
+    await Promise.all(Object.values(servers).map((s) => s.ready()))
 
-  // warm-up, not measured: JIT, the plugin's caches, the learned pool
-  for (const v of ['A', 'B']) {
-    await keepAlive(servers[v], { connections: cfg.connections, ms: 1000, requests: httpRequest(), tlsOptions })
-    await handshakes(servers[v], { n: 50, concurrency: cfg.handshakeConcurrency, resume: false, tlsOptions })
-    await handshakes(servers[v], { n: 50, concurrency: cfg.handshakeConcurrency, resume: true, tlsOptions })
-  }
-  for (const v of ['FA', 'FB']) {
-    await keepAlive(servers[v], { connections: cfg.connections, ms: 1000, requests: warmRequest })
-    await keepAlive(servers[v], { connections: cfg.coldConnections, total: 200, requests: Array.from({ length: 200 }, () => httpRequest(`${FORWARDED_HEADER}: ${escapedPem(mint())}\r\n`)), warmup: warmRequest })
-  }
-
-  const rows = { keepAlive: { A: [], B: [] }, full: { A: [], B: [] }, resumed: { A: [], B: [] }, warm: { A: [], B: [] }, cold: { A: [], B: [] } }
-  const checks = { keepAliveVerifications: 0, fullVerifications: 0, resumedVerifications: 0, warmVerifications: 0, coldVerifications: 0, coldRequests: 0 }
-  for (let round = 1; round <= cfg.rounds; round++) {
-    // a new certificate for every cold request, minted before the round (the load generator's work, not the server's)
-    const cold = Array.from({ length: cfg.cold }, () => httpRequest(`${FORWARDED_HEADER}: ${escapedPem(mint())}\r\n`))
-    for (const [key, v] of [['A', 'A'], ['B', 'B']]) {
-      const ka = await keepAlive(servers[v], { connections: cfg.connections, ms: cfg.keepAliveMs, requests: httpRequest(), tlsOptions })
-      rows.keepAlive[key].push(ka)
-      const full = await handshakes(servers[v], { n: cfg.handshakes, concurrency: cfg.handshakeConcurrency, resume: false, tlsOptions })
-      rows.full[key].push(full)
-      const resumed = await handshakes(servers[v], { n: cfg.handshakes, concurrency: cfg.handshakeConcurrency, resume: true, tlsOptions })
-      rows.resumed[key].push(resumed)
-      if (v === 'B') {
-        checks.keepAliveVerifications += ka.verifications
-        checks.fullVerifications += full.verifications
-        checks.resumedVerifications += resumed.verifications
+    // warm-up, not measured: JIT, the plugin's caches, the learned pool
+    for (const v of variants) {
+      if (v.startsWith('F')) {
+        await keepAlive(servers[v], { connections: cfg.connections, ms: 1000, requests: warmRequest })
+        await keepAlive(servers[v], { connections: cfg.coldConnections, total: 100, requests: Array.from({ length: 100 }, () => httpRequest(`${FORWARDED_HEADER}: ${escapedPem(mint())}\r\n`)), warmup: warmRequest })
+      } else {
+        await keepAlive(servers[v], { connections: cfg.connections, ms: 1000, requests: httpRequest(), tlsOptions })
+        await handshakes(servers[v], { n: 50, concurrency: cfg.handshakeConcurrency, resume: false, tlsOptions })
+        await handshakes(servers[v], { n: 50, concurrency: cfg.handshakeConcurrency, resume: true, tlsOptions })
       }
     }
-    for (const [key, v] of [['A', 'FA'], ['B', 'FB']]) {
-      const warm = await keepAlive(servers[v], { connections: cfg.connections, ms: cfg.keepAliveMs, requests: warmRequest })
-      rows.warm[key].push(warm)
-      const c = await keepAlive(servers[v], { connections: cfg.coldConnections, total: cfg.cold, requests: cold, warmup: warmRequest })
-      rows.cold[key].push(c)
-      if (v === 'FB') {
-        checks.warmVerifications += warm.verifications
-        checks.coldVerifications += c.verifications
-        checks.coldRequests += c.requests
+
+    /**
+     * One round of a metric: `blocks` short blocks of each side back to back, so that the sides
+     * of a block run under the same conditions; each block of each side is one sample. The
+     * order within a block goes through every permutation (A B, B A; with L all six), so that
+     * no side always runs first or in the middle.
+     */
+    const permutations = (xs) => xs.length <= 1 ? [xs] : xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((p) => [x, ...p]))
+    const blockCount = {}
+    const pair = async (metric, blocks, measure) => {
+      const orders = permutations(Object.keys(rows[metric]))
+      for (let b = 0; b < blocks; b++) {
+        const n = blockCount[metric] = (blockCount[metric] ?? 0) + 1
+        for (const k of orders[n % orders.length]) rows[metric][k].push(merge([await measure(k, b)]))
+        verified[metric] += rows[metric].B.at(-1).verifications
       }
     }
-    process.stderr.write(`round ${round}/${cfg.rounds} done\n`)
+    for (let round = 1; round <= cfg.rounds; round++) {
+      if (run.mtls) {
+        await pair('keepAlive', cfg.blocks, (k) => keepAlive(servers[k], { connections: cfg.connections, ms: cfg.keepAliveMs / cfg.blocks, requests: httpRequest(), tlsOptions }))
+        await pair('full', cfg.blocks, (k) => handshakes(servers[k], { n: cfg.handshakes / cfg.blocks, concurrency: cfg.handshakeConcurrency, resume: false, tlsOptions }))
+        await pair('resumed', cfg.blocks, (k) => handshakes(servers[k], { n: cfg.handshakes / cfg.blocks, concurrency: cfg.handshakeConcurrency, resume: true, tlsOptions }))
+      }
+      if (run.forwarded) {
+        await pair('warm', cfg.blocks, (k) => keepAlive(servers[`F${k}`], { connections: cfg.connections, ms: cfg.keepAliveMs / cfg.blocks, requests: warmRequest }))
+        // a new certificate for every cold request (the same ones for A and B), minted before the
+        // phase: the load generator's work, not the server's
+        const cold = Array.from({ length: cfg.blocks }, () => Array.from({ length: cfg.cold / cfg.blocks }, () => httpRequest(`${FORWARDED_HEADER}: ${escapedPem(mint())}\r\n`)))
+        await pair('cold', cfg.blocks, (k, b) => keepAlive(servers[`F${k}`], { connections: cfg.coldConnections, total: cold[b].length, requests: cold[b], warmup: warmRequest }))
+      }
+      process.stderr.write(`round ${round}/${cfg.rounds} done\n`)
+    }
+    await Promise.all(Object.values(servers).map((s) => s.close()))
   }
-  await Promise.all(Object.values(servers).map((s) => s.close()))
 
-  const mem = await runMemory(pki, cfg.memory)
+  const mem = run.memory ? await runMemory(pki, cfg.memory) : undefined
   const seconds = Number(process.hrtime.bigint() - runStart) / 1e9
 
   // ------------------------------------------------------------------------ report
   const f = (x, d = 1) => x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d })
-  const cell = (values, d, unit = '') => {
+  const spread = (values, d, unit = '') => {
     const s = stats(values)
-    return `${f(s.median, d)}${unit} [${f(s.min, d)}–${f(s.max, d)}]`
+    return `${f(s.median, d)}${unit} [${f(s.q1, d)}–${f(s.q3, d)}]`
   }
-  const paired = (metric, field) => rows[metric].B.map((b, i) => b[field] - rows[metric].A[i][field])
-  const pct = (metric, field) => rows[metric].B.map((b, i) => 100 * (b[field] - rows[metric].A[i][field]) / rows[metric].A[i][field])
-  const col = (metric, field) => ({ A: rows[metric].A.map((r) => r[field]), B: rows[metric].B.map((r) => r[field]) })
+  const side = (metric, k, field) => rows[metric][k].map((r) => r[field])
+  const added = (metric, field, k = 'B') => rows[metric][k].map((b, i) => b[field] - rows[metric].A[i][field])
+  const addedPct = (metric, field, k = 'B') => rows[metric][k].map((b, i) => 100 * (b[field] - rows[metric].A[i][field]) / rows[metric].A[i][field])
   const lines = []
-  const row = (what, a, b, added) => lines.push([what, a, b, added])
   for (const [metric, label] of [['keepAlive', 'mTLS keep-alive'], ['warm', 'forwarded warm'], ['cold', 'forwarded cold']]) {
-    const rps = col(metric, 'rps')
-    const p50 = col(metric, 'p50')
-    const p99 = col(metric, 'p99')
-    const cpu = col(metric, 'cpuPerRequest')
-    row(`${label}: req/s`, cell(rps.A, 0), cell(rps.B, 0), `${f(stats(pct(metric, 'rps')).median, 1)}%`)
-    row(`${label}: p50 / p99 latency ms`, `${f(stats(p50.A).median, 2)} / ${f(stats(p99.A).median, 2)}`, `${f(stats(p50.B).median, 2)} / ${f(stats(p99.B).median, 2)}`, '')
-    row(`${label}: server CPU µs/request`, cell(cpu.A, 1), cell(cpu.B, 1), `${cell(paired(metric, 'cpuPerRequest'), 1, ' µs')}`)
+    if (rows[metric].A.length === 0) continue
+    lines.push([`${label}: req/s`, spread(side(metric, 'A', 'perSecond'), 0), spread(side(metric, 'B', 'perSecond'), 0), `${f(stats(addedPct(metric, 'perSecond')).median, 1)}%`])
+    lines.push([`${label}: latency p50 / p99 ms`, `${f(stats(side(metric, 'A', 'p50')).median, 2)} / ${f(stats(side(metric, 'A', 'p99')).median, 2)}`,
+      `${f(stats(side(metric, 'B', 'p50')).median, 2)} / ${f(stats(side(metric, 'B', 'p99')).median, 2)}`, ''])
+    lines.push([`${label}: server CPU µs/request`, spread(side(metric, 'A', 'cpu'), 1), spread(side(metric, 'B', 'cpu'), 1), spread(added(metric, 'cpu'), 1, ' µs')])
   }
   for (const [metric, label] of [['full', 'full handshake'], ['resumed', 'resumed handshake']]) {
-    const cpu = col(metric, 'cpuPerConnection')
-    row(`${label}: connections/s`, cell(col(metric, 'cps').A, 0), cell(col(metric, 'cps').B, 0), '')
-    row(`${label}: server CPU µs/connection`, cell(cpu.A, 0), cell(cpu.B, 0), `${cell(paired(metric, 'cpuPerConnection'), 0, ' µs')} = ${cell(pct(metric, 'cpuPerConnection'), 1, '%')}`)
+    if (rows[metric].A.length === 0) continue
+    lines.push([`${label}: connections/s`, spread(side(metric, 'A', 'perSecond'), 0), spread(side(metric, 'B', 'perSecond'), 0), ''])
+    lines.push([`${label}: server CPU µs/connection`, spread(side(metric, 'A', 'cpu'), 0), spread(side(metric, 'B', 'cpu'), 0),
+      `${spread(added(metric, 'cpu'), 0, ' µs')} = ${spread(addedPct(metric, 'cpu'), 1, '%')}`])
+    lines.push(['  of which Node reading the leaf (L − A)', '', '', `${spread(added(metric, 'cpu', 'L'), 0, ' µs')} = ${spread(addedPct(metric, 'cpu', 'L'), 1, '%')}`])
   }
-  const widths = [0, 1, 2, 3].map((i) => Math.max(...lines.map((l) => l[i].length), ['', 'A (no plugin)', 'B (plugin)', 'B − A (added)'][i].length))
-  const print = (l) => console.log(l.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join('  '))
-  console.log('')
-  console.log('medians of the rounds [min–max]; B − A: median of the per-round differences [min–max]')
-  print(['', 'A (no plugin)', 'B (plugin)', 'B − A (added)'])
-  for (const l of lines) print(l)
-
-  console.log('')
-  console.log(`chain verifications in the plugin's servers while measured: mTLS keep-alive ${checks.keepAliveVerifications}, ` +
-    `full handshakes ${checks.fullVerifications}, resumed handshakes ${checks.resumedVerifications}, ` +
-    `forwarded warm ${checks.warmVerifications}, forwarded cold ${checks.coldVerifications} for ${checks.coldRequests} requests`)
-  console.log('')
-  console.log(`memory: ${f(mem.points.at(-1).certificates, 0)} distinct certificates through the Authenticator (mint ${f(mem.mintUs, 0)} µs, verify ${f(mem.verifyUs, 0)} µs each, ${mem.verifications} verifications)`)
-  for (const p of mem.points) {
-    console.log(`  ${f(p.certificates, 0).padStart(7)} certificates: heapUsed ${f(p.heapUsed / 2 ** 20, 1).padStart(5)} MiB, arrayBuffers ${f(p.arrayBuffers / 2 ** 20, 1).padStart(5)} MiB, rss ${f(p.rss / 2 ** 20, 0).padStart(4)} MiB; ` +
-      `caches: positive ${p.caches.positive}, negative ${p.caches.negative}, learned ${p.caches.learnedIntermediates}`)
+  if (lines.length > 0) {
+    const head = ['', 'A (no plugin)', 'B (plugin)', 'B − A (added)']
+    const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
+    const print = (l) => console.log(l.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join('  '))
+    console.log('')
+    console.log(`median of ${rows.keepAlive.A.length || rows.warm.A.length} blocks per side [interquartile range]; B − A: median of the differences within each block pair`)
+    print(head)
+    for (const l of lines) print(l)
+    console.log('')
+    console.log('chain verifications by the plugin while measured: ' + [
+      ...(run.mtls ? [`mTLS keep-alive ${verified.keepAlive}`, `full handshakes ${verified.full}`, `resumed ${verified.resumed}`] : []),
+      ...(run.forwarded ? [`forwarded warm ${verified.warm}`, `forwarded cold ${verified.cold} of ${cfg.cold * cfg.rounds} requests`] : [])
+    ].join(', '))
   }
 
-  const first = mem.points[1]
-  const last = mem.points.at(-1)
-  const heapGrowth = last.heapUsed + last.arrayBuffers - first.heapUsed - first.arrayBuffers
-  const targets = [
-    ['added server CPU per keep-alive request ≤ 3 µs', stats(paired('keepAlive', 'cpuPerRequest')).median <= 3, `${f(stats(paired('keepAlive', 'cpuPerRequest')).median, 1)} µs`],
-    ['added server CPU per full handshake ≤ 3%', stats(pct('full', 'cpuPerConnection')).median <= 3, `${f(stats(pct('full', 'cpuPerConnection')).median, 1)}%`],
-    ['added server CPU per resumed handshake, certificate seen before ≤ 5%', stats(pct('resumed', 'cpuPerConnection')).median <= 5, `${f(stats(pct('resumed', 'cpuPerConnection')).median, 1)}%`],
-    ['added server CPU per forwarded warm request ≤ 10 µs', stats(paired('warm', 'cpuPerRequest')).median <= 10, `${f(stats(paired('warm', 'cpuPerRequest')).median, 1)} µs`],
-    [`memory flat from ${f(first.certificates, 0)} to ${f(last.certificates, 0)} certificates (heap + buffers grow < 2 MiB)`, heapGrowth < 2 * 2 ** 20, `${heapGrowth >= 0 ? '+' : ''}${f(heapGrowth / 2 ** 20, 2)} MiB`]
-  ]
+  const targets = []
+  const check = (what, value, limit, unit) => targets.push([what, value <= limit, `${f(value, 2)}${unit}`])
+  if (run.mtls) {
+    check('added server CPU per keep-alive request ≤ 3 µs', stats(added('keepAlive', 'cpu')).median, 3, ' µs')
+    check('added server CPU per full handshake ≤ 3%', stats(addedPct('full', 'cpu')).median, 3, '%')
+    check('added server CPU per resumed handshake, certificate seen before ≤ 5%', stats(addedPct('resumed', 'cpu')).median, 5, '%')
+  }
+  if (run.forwarded) check('added server CPU per forwarded warm request ≤ 10 µs', stats(added('warm', 'cpu')).median, 10, ' µs')
+  if (mem !== undefined) {
+    console.log('')
+    console.log(`memory: ${f(mem.points.at(-1).certificates, 0)} distinct certificates through the Authenticator and its caches ` +
+      `(minting ${f(mem.mintUs, 0)} µs, verifying ${f(mem.verifyUs, 0)} µs per certificate; ${f(mem.verifications, 0)} verifications)`)
+    for (const p of mem.points) {
+      console.log(`  ${f(p.certificates, 0).padStart(7)}: heapUsed ${f(p.heapUsed / 2 ** 20, 1).padStart(5)} MiB, arrayBuffers ${f(p.arrayBuffers / 2 ** 20, 1).padStart(4)} MiB, ` +
+        `rss ${f(p.rss / 2 ** 20, 0).padStart(4)} MiB; verdicts cached: ${p.caches.positive} positive, ${p.caches.negative} negative; learned intermediates ${p.caches.learnedIntermediates}`)
+    }
+    const first = mem.points[1]
+    const last = mem.points.at(-1)
+    const growth = (last.heapUsed + last.arrayBuffers - first.heapUsed - first.arrayBuffers) / 2 ** 20
+    targets.push([`memory flat from ${f(first.certificates, 0)} to ${f(last.certificates, 0)} certificates (heapUsed + arrayBuffers after GC grow < 2 MiB)`, growth < 2, `${growth >= 0 ? '+' : ''}${f(growth, 2)} MiB`])
+  }
   console.log('')
   for (const [what, ok, value] of targets) console.log(`${ok ? 'PASS' : 'MISS'}  ${what}: ${value}`)
   console.log(`(${f(seconds, 0)} s)`)

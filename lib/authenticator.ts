@@ -129,6 +129,16 @@ export class Authenticator {
    * The verdict on a presented chain (DER, leaf first) whose leaf has this fingerprint.
    * Synchronous unless an online check (CRL distribution point, OCSP) has to be made.
    */
+  /**
+   * The current positive verdict for a leaf of this fingerprint, if one is cached: what
+   * authenticate() would answer first, without the chain (which can cost far more to read
+   * than the leaf's fingerprint).
+   */
+  cached (leafFingerprint: string): Extract<Outcome, { kind: 'ok' }> | undefined {
+    const hit = this.positive.get(leafFingerprint)
+    return hit !== undefined && hit.epoch === this.epochValue && hit.outcome.validUntil > this.now() ? hit.outcome : undefined
+  }
+
   authenticate (leafFingerprint: string, chain: readonly Buffer[], source: 'tls' | 'forwarded' = 'tls'): Outcome | Promise<Outcome> {
     const now = this.now()
     const epoch = this.epochValue

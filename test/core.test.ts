@@ -32,6 +32,25 @@ t.test('LruCache keeps the most recently used entries', async (t) => {
   t.throws(() => new LruCache(1.5), RangeError)
 })
 
+t.test('LruCache moves a hit only once it has aged by half the capacity, and never evicts a key read that often', async (t) => {
+  const c = new LruCache<string, number>(8)
+  for (let i = 0; i < 8; i++) c.set(`k${i}`, i)
+  t.same([...c.values()], [0, 1, 2, 3, 4, 5, 6, 7])
+  t.equal(c.get('k6'), 6, 'a young hit')
+  t.same([...c.values()], [0, 1, 2, 3, 4, 5, 6, 7], 'is not moved')
+  t.equal(c.get('k0'), 0, 'an old hit')
+  t.same([...c.values()], [1, 2, 3, 4, 5, 6, 7, 0], 'is moved to the young end')
+  c.set('k8', 8)
+  t.equal(c.get('k1'), undefined, 'the oldest by last move is evicted')
+  t.equal(c.get('k0'), 0)
+  // a key read every 3 writes (less than max/2 = 4) survives any number of other keys
+  for (let i = 9; i < 200; i++) {
+    c.set(`k${i}`, i)
+    if (i % 3 === 0) t.equal(c.get('k0'), 0, `k0 still there after k${i}`)
+  }
+  t.equal(c.size, 8)
+})
+
 t.test('every rejection code has a constructor with its status and a client message', async (t) => {
   const expected: Record<string, number> = {
     FST_MTLS_CERT_MISSING: 401,

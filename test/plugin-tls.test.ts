@@ -8,6 +8,7 @@ import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import * as tls from 'node:tls'
 import type { TLSSocket } from 'node:tls'
 import { promisify } from 'node:util'
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
@@ -263,6 +264,29 @@ t.test('keep-alive: 20 requests on one connection verify once; a second connecti
   const after = app.mtls.status()
   t.equal(after.verifications, mid.verifications, 'the second connection is answered from the positive cache')
   t.equal(after.caches.connectionsSeen - mid.caches.connectionsSeen, 1)
+})
+
+t.test('a new connection whose leaf has a cached verdict reads the leaf alone, not the chain', async (t) => {
+  const { app, url, port } = await start(t, {
+    routes: (app) => app.get('/cn', async (req) => ({ cn: req.clientIdentity?.subject.attributes.CN?.[0] ?? null }))
+  })
+  // getPeerCertificate(true) costs about 0.3 ms after a full handshake: read only on a cache miss
+  const proto = tls.TLSSocket.prototype
+  const original = proto.getPeerCertificate
+  let chainReads = 0
+  proto.getPeerCertificate = function (this: TLSSocket, detailed?: boolean) {
+    if (detailed === true && this.localPort === port) chainReads++
+    return original.call(this, detailed as boolean)
+  } as typeof original
+  t.teardown(() => { proto.getPeerCertificate = original })
+  for (let i = 1; i <= 3; i++) {
+    const res = await request(`${url}/cn`, { dispatcher: agent(t, presents(ecPartner)) })
+    t.equal(res.statusCode, 200)
+    t.same(await res.body.json(), { cn: 'ec-svc' })
+    t.equal(chainReads, 1, `connection ${i}: the chain was read once, for the first connection's verification`)
+  }
+  t.equal(app.mtls.status().verifications, 1)
+  t.equal(app.mtls.status().caches.connectionsSeen, 3)
 })
 
 t.test('keep-alive with a rejected certificate: verified once per connection, rejected on every request', async (t) => {

@@ -2,6 +2,7 @@
 // certificate is public data with no proof of possession, so the trusted-proxy gate
 // is the only control: headers from any other peer are refused, never read.
 import ipaddr from 'ipaddr.js'
+import { LruCache } from '../cache.js'
 import type { FastifyRequest } from 'fastify'
 import type { Policy } from '../types.js'
 
@@ -34,13 +35,23 @@ export interface CompiledGate {
   wide: string[]
 }
 
+// Peers are few and come back on every request: both answers below are pure functions of the
+// address text, remembered (bounded) so that a request does not parse its peer's address again.
+const normalised = new LruCache<string, string>(1024)
+
 /** The peer address as the socket reports it, IPv4-mapped IPv6 written as IPv4. */
 export function normaliseAddress (address: string | undefined): string | undefined {
   if (address === undefined) return undefined
-  if (!ipaddr.isValid(address)) return address
-  const parsed = ipaddr.parse(address)
-  if (parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) return (parsed as ipaddr.IPv6).toIPv4Address().toString()
-  return parsed.toString()
+  let out = normalised.get(address)
+  if (out === undefined) {
+    out = address
+    if (ipaddr.isValid(address)) {
+      const parsed = ipaddr.parse(address)
+      out = parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress() ? (parsed as ipaddr.IPv6).toIPv4Address().toString() : parsed.toString()
+    }
+    normalised.set(address, out)
+  }
+  return out
 }
 
 /** Checks `trustedProxies` and compiles it. Throws a TypeError saying what is wrong. */
@@ -91,17 +102,26 @@ export function compileGate (trusted: unknown): CompiledGate {
     if ((mapped[0].kind() === 'ipv4' && mapped[1] < 24) || (mapped[0].kind() === 'ipv6' && mapped[1] < 64)) wide.push(entry)
     ranges.push(mapped)
   })
+  const judge = (address: string): boolean => {
+    // a zoned peer (fe80::1%eth1) matches only the same address on the same interface
+    if (address.includes('%')) {
+      const [addr, zone] = address.split('%') as [string, string]
+      return ipaddr.IPv6.isValid(addr) && zoned.has(ipaddr.parse(addr).toString() + '%' + zone)
+    }
+    if (!ipaddr.isValid(address)) return false
+    const peer = ipaddr.parse(address)
+    return ranges.some(([base, bits]) => base.kind() === peer.kind() && peer.match(base, bits))
+  }
+  const judged = new LruCache<string, boolean>(1024)
   return {
     byAddress: (address) => {
       if (address === undefined) return unix
-      // a zoned peer (fe80::1%eth1) matches only the same address on the same interface
-      if (address.includes('%')) {
-        const [addr, zone] = address.split('%') as [string, string]
-        return ipaddr.IPv6.isValid(addr) && zoned.has(ipaddr.parse(addr).toString() + '%' + zone)
+      let trustedPeer = judged.get(address)
+      if (trustedPeer === undefined) {
+        trustedPeer = judge(address)
+        judged.set(address, trustedPeer)
       }
-      if (!ipaddr.isValid(address)) return false
-      const peer = ipaddr.parse(address)
-      return ranges.some(([base, bits]) => base.kind() === peer.kind() && peer.match(base, bits))
+      return trustedPeer
     },
     policy: undefined,
     wide

@@ -2,8 +2,9 @@
 // Node 20's getPeerX509Certificate() deletes the leaf from OpenSSL's peer chain on the
 // server side, after which getPeerCertificate(true) returns the leaf alone (nodejs/node
 // #65579 describes the mechanism). So the chain is read once per connection with
-// getPeerCertificate(true) and getPeerX509Certificate() is never called: the plugin must
-// not change what the application's own code reads from the socket.
+// getPeerCertificate(true), and getPeerX509Certificate() is called only on a resumed
+// session, which has no chain to lose: the plugin must not change what the application's
+// own code reads from the socket.
 import type { TLSSocket } from 'node:tls'
 import type { FastifyRequest } from 'fastify'
 
@@ -55,8 +56,15 @@ export function presentedChain (socket: TLSSocket, max: number): PresentedChain 
   return { fingerprint256, ders }
 }
 
-/** The leaf's fingerprint only (no chain): for the per-request check on renegotiable connections. */
+/**
+ * The leaf's fingerprint only (no chain). On a resumed session the server holds the leaf
+ * alone (OpenSSL keeps no peer chain in a session), so getPeerX509Certificate() can take
+ * nothing from the chain there and costs about 0.015 ms, against 0.1 ms for
+ * getPeerCertificate(false), which decodes names, digests and the public key into an object.
+ * After a full handshake only getPeerCertificate(false) is safe (see the top of this file).
+ */
 export function leafFingerprint (socket: TLSSocket): string | undefined {
+  if (socket.isSessionReused()) return socket.getPeerX509Certificate()?.fingerprint256
   const cert = socket.getPeerCertificate(false) as unknown as PeerCert | undefined
   return cert?.fingerprint256
 }
