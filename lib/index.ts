@@ -6,6 +6,8 @@ export { fastifyMtls }
 export type { FastifyMtlsOptions, MtlsRejection, CertificateSummary, DenyEntry, DenyBySerial } from './options.js'
 export type { MtlsNamespace, MtlsStatus, RouteMtlsConfig } from './plugin.js'
 export { verifyCertificateChain } from './verify/verify.js'
+export { toPrometheus } from './metrics.js'
+export type { CountsByCode, GuardCounts, MtlsMetric, MtlsMetricPoint, RequestCounts } from './metrics.js'
 export { compilePolicy, validatePolicy, PolicyError } from './policy.js'
 export { buildIdentity } from './identity.js'
 export type {

@@ -79,13 +79,15 @@ export interface FastifyMtlsOptions {
   wwwAuthenticate?: string
   /** most rejection log lines per minute (default 60); the rest are counted and summarised */
   rejectionLogLimit?: number
+  /** bind the client's `tls.client.hash.sha256` and `tls.client.subject` to request.log after authentication (default true) */
+  logIdentity?: boolean
   onAuthenticated?: (identity: ClientIdentity, request: FastifyRequest) => void | Promise<void>
   onRejected?: (rejection: MtlsRejection, request: FastifyRequest) => void | Promise<void>
 }
 
 const KNOWN = new Set([
   'ca', 'mode', 'policy', 'intermediates', 'crl', 'requireClientAuthEku', 'clockToleranceSec', 'minRsaBits', 'maxChainLength',
-  'maxVerdictAgeSec', 'deny', 'enforce', 'wwwAuthenticate', 'rejectionLogLimit', 'onAuthenticated', 'onRejected',
+  'maxVerdictAgeSec', 'deny', 'enforce', 'wwwAuthenticate', 'rejectionLogLimit', 'logIdentity', 'onAuthenticated', 'onRejected',
   'crlMode', 'expiryWarningDays', 'rotateTicketKeysOnReload', 'watch', 'crlFetch', 'ocsp', 'forwarded'
 ])
 
@@ -111,6 +113,7 @@ export interface NormalisedPluginOptions {
   enforce: boolean
   wwwAuthenticate: string | undefined
   rejectionLogLimit: number
+  logIdentity: boolean
   onAuthenticated: FastifyMtlsOptions['onAuthenticated']
   onRejected: FastifyMtlsOptions['onRejected']
 }
@@ -246,6 +249,7 @@ export function normaliseOptions (raw: unknown): NormalisedPluginOptions {
     enforce: bool(raw.enforce, 'enforce', true),
     wwwAuthenticate: raw.wwwAuthenticate as string | undefined,
     rejectionLogLimit: int(raw.rejectionLogLimit, 'rejectionLogLimit', 0, 100000, 60),
+    logIdentity: bool(raw.logIdentity, 'logIdentity', true),
     onAuthenticated: fn<NonNullable<FastifyMtlsOptions['onAuthenticated']>>(raw.onAuthenticated, 'onAuthenticated'),
     onRejected: fn<NonNullable<FastifyMtlsOptions['onRejected']>>(raw.onRejected, 'onRejected')
   })

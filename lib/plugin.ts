@@ -4,6 +4,7 @@ import { Server as TlsServer } from 'node:tls'
 import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { summarise, RejectionLog } from './audit.js'
+import { buildMetrics, MtlsCounters, type GuardCounts, type MtlsMetric, type RequestCounts } from './metrics.js'
 import { Authenticator, TrustMaterial, type Outcome } from './authenticator.js'
 import { toDerList } from './der/pem.js'
 import { getCertificate } from './der/store.js'
@@ -63,6 +64,12 @@ export interface MtlsStatus {
   /** OCSP cache and responder health, or null when OCSP is off. In hard-fail mode an unhealthy responder blocks new verifications. */
   ocsp: (OcspCheckerStatus & { mode: 'soft-fail' | 'hard-fail' | 'off' }) | null
   verifications: number
+  /** requests judged by the plugin's onRequest hook, each counted once (rejection codes zero-filled) */
+  requests: RequestCounts
+  /** refusals by app.mtls.require() and requireBoundToken(), counted when sent (requests the hook had let through) */
+  guards: GuardCounts
+  /** verdicts reused without verifying: remembered on the request's TLS connection, or cached for a new connection's leaf */
+  verdictReuses: { connection: number, cache: number }
   /** verdict cache sizes, and the number of connections (TLS sockets or HTTP/2 sessions) judged since start */
   caches: { positive: number, negative: number, learnedIntermediates: number, connectionsSeen: number }
 }
@@ -71,6 +78,8 @@ export interface MtlsNamespace {
   /** A hook for onRequest or preHandler: 401 without an identity, 403 when the policy does not match. Throws FST_MTLS_* errors. */
   require: (policy?: Policy<FastifyRequest>) => onRequestAsyncHookHandler
   status: () => MtlsStatus
+  /** The counters and gauges of status() as OpenTelemetry-shaped instruments (see toPrometheus()). */
+  metrics: () => MtlsMetric[]
   /**
    * Replaces trust material (and the server's key/certificate) at once. Omitted fields
    * keep their value. Everything is checked first; on any problem the promise rejects
@@ -108,9 +117,24 @@ const UNJUDGED = Symbol('fastify-mtls-auth.unjudged')
 const kOutcome = Symbol('fastify-mtls-auth.outcome')
 /** The rejection an error stands for; logged when the error is actually sent. */
 const kRejection = Symbol('fastify-mtls-auth.rejection')
+/** Set on a guard's error: counted as a guard rejection when it is sent. */
+const kGuard = Symbol('fastify-mtls-auth.guard')
+/** Per-request: the first code enforce: false let through (the request is counted once, under it). */
+const kWouldReject = Symbol('fastify-mtls-auth.would-reject')
 
-type RequestWithOutcome = FastifyRequest & { [kOutcome]: Outcome | null }
-type ErrorWithRejection = Error & { statusCode: number, [kRejection]?: MtlsRejection }
+type RequestWithOutcome = FastifyRequest & { [kOutcome]: Outcome | null, [kWouldReject]: RejectionCode | null }
+type ErrorWithRejection = Error & { statusCode: number, [kRejection]?: MtlsRejection, [kGuard]?: true }
+
+/** Log bindings of an identity, made once per identity (identities are cached with their verdict). */
+const identityBindings = new WeakMap<ClientIdentity, Record<string, string>>()
+function bindingsOf (identity: ClientIdentity): Record<string, string> {
+  let b = identityBindings.get(identity)
+  if (b === undefined) {
+    b = { 'tls.client.hash.sha256': identity.fingerprint256.replace(/:/g, ''), 'tls.client.subject': identity.subject.rfc4514 }
+    identityBindings.set(identity, b)
+  }
+  return b
+}
 
 interface ConnectionState {
   epoch: number
@@ -249,6 +273,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   const connections = new WeakMap<object, ConnectionState>()
   let connectionCount = 0
   const rejectionLog = new RejectionLog(o.rejectionLogLimit)
+  const counters = new MtlsCounters()
   const routePolicies = new WeakMap<object, CompiledPolicy<FastifyRequest>>()
   const anyIdentity = compile({}, 'route config')
 
@@ -289,7 +314,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
    * An enforced rejection is reported when its error is sent (onError): a guard that
    * @fastify/auth overrules with another strategy leaves no trace in the reply or the log.
    */
-  async function reject (request: FastifyRequest, code: RejectionCode, reason: string, identity: ClientIdentity | null): Promise<void> {
+  async function reject (request: FastifyRequest, code: RejectionCode, reason: string, identity: ClientIdentity | null, guard = false): Promise<void> {
     const error = rejectionError(code) as ErrorWithRejection
     const leaf = (request as RequestWithOutcome)[kOutcome]?.leaf
     const rejection: MtlsRejection = {
@@ -302,16 +327,26 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       enforced: o.enforce
     }
     if (!o.enforce) {
+      if (guard) counters.guardWouldReject[code]++
+      else if ((request as RequestWithOutcome)[kWouldReject] === null) {
+        // one request, one count: a forwarded header refused from an untrusted peer may be followed by a missing certificate
+        (request as RequestWithOutcome)[kWouldReject] = code
+        counters.wouldReject[code]++
+      }
       await report(request, rejection)
       return
     }
     error[kRejection] = rejection
+    // the hook's refusal is final; a guard's is counted when sent (@fastify/auth may try another strategy)
+    if (guard) error[kGuard] = true
+    else counters.rejected[code]++
     throw error
   }
 
   fastify.addHook('onError', async (request, reply, error) => {
     const rejection = (error as ErrorWithRejection)[kRejection]
     if (rejection === undefined) return
+    if ((error as ErrorWithRejection)[kGuard] === true) counters.guardRejected[rejection.code]++
     await report(request, rejection)
     // RFC 6750: a refused bearer token is answered with its own challenge
     if (rejection.code === 'FST_MTLS_TOKEN_NOT_BOUND') reply.header('www-authenticate', 'Bearer error="invalid_token", error_description="the token is not bound to this client certificate"')
@@ -346,7 +381,8 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     let outcome: Outcome | undefined
     if (fingerprint !== undefined) {
       outcome = auth.cached(fingerprint)
-      if (outcome === undefined) {
+      if (outcome !== undefined) counters.cacheHits++
+      else {
         // there was a leaf a moment ago: the chain starts with it
         const chain = presentedChain(peer.socket, MAX_PRESENTED + 1) as PresentedChain
         outcome = await auth.authenticate(chain.fingerprint256, chain.ders)
@@ -367,7 +403,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       const tlsOk = peer.socket.authorized
       // no certificate while the TLS layer says authorized: a TLS 1.3 session resumed without one
       if (outcome === undefined ? tlsOk : tlsOk !== (outcome.kind === 'ok')) {
-        request.log.info({ 'mtls.tls_authorized': tlsOk, 'mtls.tls_error': String(peer.socket.authorizationError ?? ''), 'mtls.verdict': outcome === undefined ? 'no certificate' : outcome.kind === 'ok' ? 'accepted' : outcome.code },
+        request.log.info({ 'tls.client.hash.sha256': fingerprint?.replace(/:/g, ''), 'client.address': request.raw.socket?.remoteAddress, 'mtls.tls_authorized': tlsOk, 'mtls.tls_error': String(peer.socket.authorizationError ?? ''), 'mtls.verdict': outcome === undefined ? 'no certificate' : outcome.kind === 'ok' ? 'accepted' : outcome.code },
           'fastify-mtls-auth: the TLS layer and the verifier disagree about this client certificate (the verifier decides)')
       }
     }
@@ -380,7 +416,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   function noteVerdict (request: FastifyRequest, outcome: Extract<Outcome, { kind: 'ok' }>): void {
     if (outcome.warnings.length > 0 && !warnedVerdicts.has(outcome)) {
       warnedVerdicts.add(outcome)
-      for (const w of outcome.warnings) request.log.warn({ 'mtls.reason': w, 'tls.client.hash.sha256': outcome.leaf.fingerprint256.replace(/:/g, '') }, 'fastify-mtls-auth: revocation status unknown, accepted (soft-fail)')
+      for (const w of outcome.warnings) request.log.warn({ 'mtls.reason': w, 'tls.client.subject': outcome.leaf.subject.rfc4514, 'tls.client.hash.sha256': outcome.leaf.fingerprint256.replace(/:/g, '') }, 'fastify-mtls-auth: revocation status unknown, accepted (soft-fail)')
     }
     const leaf = outcome.leaf
     if (o.expiryWarningMs > 0 && leaf.notAfter.getTime() < Date.now() + o.expiryWarningMs && warnedExpiry.get(leaf.fingerprint256) === undefined) {
@@ -474,6 +510,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
 
   fastify.decorateRequest('clientIdentity', null)
   fastify.decorateRequest(kOutcome, null)
+  fastify.decorateRequest(kWouldReject, null)
 
   // ---- rotation
 
@@ -545,7 +582,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     if (o.expiryWarningMs === 0) return
     const soon = Date.now() + o.expiryWarningMs
     for (const a of auth.trust.trust.anchors) {
-      if (a.cert.notAfter.getTime() < soon) fastify.log.warn({ 'mtls.anchor': a.info.name, 'tls.client.not_after': a.cert.notAfter.toISOString() }, 'fastify-mtls-auth: a trust anchor expires soon')
+      if (a.cert.notAfter.getTime() < soon) fastify.log.warn({ 'mtls.anchor': a.info.name, 'mtls.anchor_not_after': a.cert.notAfter.toISOString() }, 'fastify-mtls-auth: a trust anchor expires soon')
     }
     const cert = (fastify.server as unknown as { cert?: unknown }).cert
     if (typeof cert === 'string' || cert instanceof Uint8Array) {
@@ -586,16 +623,20 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
 
   // Every request passes here: the common case (a kept-alive connection whose verdict holds,
   // policies without `check` functions) runs without an await.
-  fastify.addHook('onRequest', async function mtlsOnRequest (request) {
+  fastify.addHook('onRequest', async function mtlsOnRequest (request, reply) {
     const route = routePolicyAtRequest(request)
-    if (route === false) return
+    if (route === false) {
+      counters.exempt++
+      return
+    }
     const known = rememberedForRequest(request)
+    if (known !== UNJUDGED) counters.connectionReuses++
     const { outcome, missing } = known === UNJUDGED ? await requestOutcome(request) : { outcome: known, missing: 'no client certificate was presented' }
     ;(request as RequestWithOutcome)[kOutcome] = outcome ?? null
     if (outcome === undefined) {
       if (o.mode === 'required' || route !== undefined) {
         await reject(request, 'FST_MTLS_CERT_MISSING', missing, null)
-      }
+      } else if ((request as RequestWithOutcome)[kWouldReject] === null) counters.withoutCertificate++
       return
     }
     if (outcome.kind === 'fail') {
@@ -615,6 +656,13 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       await reject(request, 'FST_MTLS_FORBIDDEN', `the policy of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, identity)
       return
     }
+    if ((request as RequestWithOutcome)[kWouldReject] === null) counters.accepted++
+    if (o.logIdentity) {
+      // every later line of this request, the handler's and Fastify's own included, names the client
+      const log = request.log.child(bindingsOf(identity))
+      request.log = log
+      reply.log = log
+    }
     const onAuthenticated = o.onAuthenticated
     if (onAuthenticated !== undefined) await safely('onAuthenticated', request, () => onAuthenticated(identity, request))
   })
@@ -626,12 +674,12 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
         // undefined, not null, where the plugin's hook never ran (a guard used outside the plugin's scope)
         const identity = request.clientIdentity
         if (identity === null || identity === undefined) {
-          await reject(request, 'FST_MTLS_CERT_MISSING', 'a guarded route was called without a verified client certificate', null)
+          await reject(request, 'FST_MTLS_CERT_MISSING', 'a guarded route was called without a verified client certificate', null, true)
           return
         }
         const answer = compiled(identity, request)
         if (typeof answer === 'boolean' ? !answer : !await answer) {
-          await reject(request, 'FST_MTLS_FORBIDDEN', `the guard of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, identity)
+          await reject(request, 'FST_MTLS_FORBIDDEN', `the guard of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, identity, true)
         }
       }
     },
@@ -642,7 +690,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       return async function mtlsBoundToken (this: FastifyInstance, request: FastifyRequest): Promise<void> {
         const identity = request.clientIdentity
         if (identity === null || identity === undefined) {
-          await reject(request, 'FST_MTLS_CERT_MISSING', 'a certificate-bound token needs a verified client certificate', null)
+          await reject(request, 'FST_MTLS_CERT_MISSING', 'a certificate-bound token needs a verified client certificate', null, true)
           return
         }
         let claims: unknown
@@ -653,7 +701,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
           request.log.error({ err }, 'fastify-mtls-auth: the claims getter threw; treated as no claims')
         }
         const why = tokenBindingError(claims, identity)
-        if (why !== undefined) await reject(request, 'FST_MTLS_TOKEN_NOT_BOUND', why, identity)
+        if (why !== undefined) await reject(request, 'FST_MTLS_TOKEN_NOT_BOUND', why, identity, true)
       }
     },
     status () {
@@ -678,8 +726,30 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
         crlDistributionPoints: crlFetcher?.status() ?? null,
         ocsp: ocsp === undefined ? null : { mode: o.ocsp?.mode ?? 'off', ...ocsp.checker.status() },
         verifications: auth.verifications,
+        requests: {
+          accepted: counters.accepted,
+          withoutCertificate: counters.withoutCertificate,
+          exempt: counters.exempt,
+          rejected: { ...counters.rejected },
+          wouldReject: { ...counters.wouldReject }
+        },
+        guards: { rejected: { ...counters.guardRejected }, wouldReject: { ...counters.guardWouldReject } },
+        verdictReuses: { connection: counters.connectionReuses, cache: counters.cacheHits },
         caches: { ...auth.cacheSizes, connectionsSeen: connectionCount }
       }
+    },
+    metrics () {
+      const m = auth.trust
+      return buildMetrics({
+        counters,
+        verifications: auth.verifications,
+        connectionsSeen: connectionCount,
+        caches: auth.cacheSizes,
+        epoch: auth.epoch,
+        anchors: m.trust.anchors.map((a) => ({ name: a.info.name, notAfter: a.cert.notAfter.toISOString() })),
+        crls: m.crls.map((c) => ({ issuer: c.issuer.rfc4514, nextUpdate: c.nextUpdate?.toISOString() ?? null })),
+        now: Date.now()
+      })
     },
     reload (input: ReloadInput) {
       const run = reloads.then(() => reloadNow(input))

@@ -657,7 +657,7 @@ t.test('register time', async (t) => {
     const anchor = () => warnings(lines, /a trust anchor expires soon/)
     const serverCert = () => warnings(lines, /the server certificate expires soon/)
     t.equal(anchor().length, 1, 'the anchor at start')
-    t.match(anchor()[0], { 'mtls.anchor': 'O=Fixture PKI,CN=Short Root CA', 'tls.client.not_after': shortRoot.spec.notAfter.toISOString().replace(/\.\d{3}Z$/, '.000Z') })
+    t.match(anchor()[0], { 'mtls.anchor': 'O=Fixture PKI,CN=Short Root CA', 'mtls.anchor_not_after': shortRoot.spec.notAfter.toISOString().replace(/\.\d{3}Z$/, '.000Z') })
     t.equal(serverCert().length, 1, 'the server certificate at start')
     await app.mtls.reload({ deny: [] })
     t.equal(anchor().length, 2, 'again after a reload')
