@@ -34,7 +34,24 @@ export interface PathOptions extends CheckOptions {
   /** configured or learned intermediates, searched after the presented ones */
   pools: readonly IssuerSource[]
   crls: readonly ParsedCrl[]
+  /**
+   * Opt-in trace for `explain`: told of every signature check, every revocation decision and
+   * every complete path validated, in order. Never set on the plugin's path; when unset nothing
+   * is allocated for it, and it never changes a verdict.
+   */
+  trace?: (event: TraceEvent) => void
 }
+
+/** The checks of a complete path, in the order validatePath runs them. */
+export type PathCheckName = 'weak' | 'validity' | 'structure' | 'constraints' | 'purpose' | 'revocation'
+
+export type TraceEvent =
+  /** a signature check of `child` by `issuer` while building paths (`anchor`: the issuer is a trust anchor) */
+  | { kind: 'signature', child: ParsedCertificate, issuer: ParsedCertificate, anchor: boolean, ok: boolean }
+  /** what revocation checking decided for one certificate of the path being validated */
+  | { kind: 'revocation', cert: ParsedCertificate, status: 'no-crl' | 'good' | 'revoked' | 'unknown' | 'soft-fail', crl?: ParsedCrl, reason?: string }
+  /** a complete path was validated: `failed` names the check that refused it (undefined: accepted) */
+  | { kind: 'path', path: readonly ParsedCertificate[], anchor: TrustAnchor, failed?: PathCheckName, code?: VerificationCode, message?: string }
 
 /** How long a verdict that soft-failed revocation may be reused: a fresh CRL should be picked up soon. */
 export const SOFT_FAIL_VERDICT_MS = 60_000
@@ -229,7 +246,10 @@ function checkRevocation (path: ParsedCertificate[], o: PathOptions): Revocation
     // chosen by name; the signature decides whether the CRL is the issuer's (a CRL that names the
     // issuer but does not verify makes the status unknown, never unchecked)
     const mine = o.crls.filter((crl) => crl.issuer.key === issuer.subject.key)
-    if (mine.length === 0 && o.revocationRequired?.(c) !== true) continue
+    if (mine.length === 0 && o.revocationRequired?.(c) !== true) {
+      o.trace?.({ kind: 'revocation', cert: c, status: 'no-crl' })
+      continue
+    }
     const reasons: string[] = mine.length === 0 ? ['no CRL from its allow-listed distribution point is available'] : []
     let best: ParsedCrl | undefined
     const isCa = c.basicConstraints?.ca === true
@@ -249,17 +269,21 @@ function checkRevocation (path: ParsedCertificate[], o: PathOptions): Revocation
         !(crl.scope === 'user' && isCa) && !(crl.scope === 'ca' && !isCa) && crlSignedBy(crl, issuer))
       const entry = listed?.revoked.get(c.serial)
       if (entry !== undefined) {
+        o.trace?.({ kind: 'revocation', cert: c, status: 'revoked', crl: listed, reason: reasons.join('; ') })
         return { failure: { rank: RANK.REVOCATION, code: 'FST_MTLS_CERT_REVOKED', message: `${describe(c)} was revoked on ${entry.revocationDate.toISOString()} (listed on a CRL that is itself not current: ${reasons.join('; ')})` }, warnings }
       }
       const message = `${describe(c)}: no usable CRL from its issuer (${reasons.join('; ')})`
       if (o.revocationSoftFail === true) {
+        o.trace?.({ kind: 'revocation', cert: c, status: 'soft-fail', reason: reasons.join('; ') })
         warnings.push(message)
         nextUpdate = Math.min(nextUpdate ?? Infinity, o.at + SOFT_FAIL_VERDICT_MS)
         continue
       }
+      o.trace?.({ kind: 'revocation', cert: c, status: 'unknown', reason: reasons.join('; ') })
       return { failure: { rank: RANK.REVOCATION, code: 'FST_MTLS_REVOCATION_UNKNOWN', message }, warnings }
     }
     const entry = best.revoked.get(c.serial)
+    o.trace?.({ kind: 'revocation', cert: c, status: entry === undefined ? 'good' : 'revoked', crl: best })
     if (entry !== undefined) {
       return { failure: { rank: RANK.REVOCATION, code: 'FST_MTLS_CERT_REVOKED', message: `${describe(c)} was revoked on ${entry.revocationDate.toISOString()}` }, warnings }
     }
@@ -282,6 +306,8 @@ function crlUnusable (crl: ParsedCrl, issuer: ParsedCertificate, o: PathOptions)
 
 type PathCheck = (path: ParsedCertificate[], anchor: TrustAnchor) => Failure | undefined
 
+const CHECK_NAMES: readonly PathCheckName[] = ['weak', 'validity', 'structure', 'constraints', 'purpose']
+
 function validatePath (path: ParsedCertificate[], anchor: TrustAnchor, o: PathOptions): PathResult | Failure {
   const checks: PathCheck[] = [
     (p) => checkWeak(p, o),
@@ -290,12 +316,19 @@ function validatePath (path: ParsedCertificate[], anchor: TrustAnchor, o: PathOp
     (p) => checkConstraints(p),
     (p) => checkPurpose(p, o)
   ]
-  for (const check of checks) {
-    const f = check(path, anchor)
-    if (f !== undefined) return f
+  for (let i = 0; i < checks.length; i++) {
+    const f = (checks[i] as PathCheck)(path, anchor)
+    if (f !== undefined) {
+      o.trace?.({ kind: 'path', path, anchor, failed: CHECK_NAMES[i], code: f.code, message: f.message })
+      return f
+    }
   }
   const rev = checkRevocation(path, o)
-  if (rev.failure !== undefined) return rev.failure
+  if (rev.failure !== undefined) {
+    o.trace?.({ kind: 'path', path, anchor, failed: 'revocation', code: rev.failure.code, message: rev.failure.message })
+    return rev.failure
+  }
+  o.trace?.({ kind: 'path', path, anchor })
   let validUntil = rev.nextUpdate ?? Infinity
   for (const c of path) validUntil = Math.min(validUntil, c.notAfter.getTime() + o.toleranceMs)
   return { ok: true, path, anchor, validUntil: new Date(validUntil), warnings: rev.warnings }
@@ -320,7 +353,9 @@ export function verifyPath (leaf: ParsedCertificate, o: PathOptions): PathResult
         return false
       }
       sigChecks++
-      return certSignedBy(cur, cand)
+      const ok = certSignedBy(cur, cand)
+      o.trace?.({ kind: 'signature', child: cur, issuer: cand, anchor: o.trust.isAnchor(cand), ok })
+      return ok
     }
     const anchors = o.trust.candidatesFor(cur).sort((a, b) => keyIdOrder(cur, a.cert) - keyIdOrder(cur, b.cert)).slice(0, MAX_CANDIDATES)
     for (const anchor of anchors) {

@@ -5,7 +5,7 @@ import type { ParsedCrl } from '../der/crl.js'
 import { InputError, toDerList } from '../der/pem.js'
 import { getCertificate, getCrl } from '../der/store.js'
 import type { CertificateInput, VerifyOptions, VerifyPurpose, VerifyResult } from '../types.js'
-import { verifyPath, type CheckOptions, type PathResult } from './chain.js'
+import { verifyPath, type CheckOptions, type PathResult, type TraceEvent } from './chain.js'
 import { CertificateIndex, TrustStore, parseUntrusted } from './trust.js'
 
 export const DEFAULTS = Object.freeze({
@@ -88,7 +88,8 @@ export async function verifyCertificateChain (options: VerifyOptions): Promise<V
   }
 }
 
-export function verifyCertificateChainSync (options: VerifyOptions): InternalVerifyResult {
+/** `trace` (for `explain`) is told what the verifier does; see PathOptions.trace. */
+export function verifyCertificateChainSync (options: VerifyOptions, trace?: (event: TraceEvent) => void): InternalVerifyResult {
   if (typeof options !== 'object' || options === null) throw new InputError('verifyCertificateChain needs an options object')
   const o = normaliseOptions(options)
   if (options.trustAnchors === undefined) throw new InputError('trustAnchors is required')
@@ -123,6 +124,6 @@ export function verifyCertificateChainSync (options: VerifyOptions): InternalVer
   const pool = new CertificateIndex()
   for (const c of certs) pool.add(c)
   if (pool.all.length > MAX_UNTRUSTED) throw new InputError(`intermediates: more than ${MAX_UNTRUSTED} distinct certificates`)
-  const result = verifyPath(leaf, { trust, presented, pools: [pool], crls, ...o })
+  const result = verifyPath(leaf, trace === undefined ? { trust, presented, pools: [pool], crls, ...o } : { trust, presented, pools: [pool], crls, ...o, trace })
   return { result, leaf }
 }
