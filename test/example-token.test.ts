@@ -211,12 +211,23 @@ async function client (args: string[], env: Record<string, string>): Promise<Run
     })
   })
 }
-/** The table's rows: number, case, certificate, request, answer, ok/FAIL, message (columns are two spaces apart). */
+/**
+ * The table's rows as [number, case, certificate, request, answer, ok/FAIL, message]: each case
+ * is a line "ok|FAIL  #  case  certificate  answer" (columns two spaces apart) and an indented
+ * line "request -> the server's message".
+ */
 function rowsOf (stdout: string): string[][] {
   const lines = stdout.split('\n')
-  const start = lines.findIndex((l) => l.startsWith('--  ')) + 1
+  const start = lines.findIndex((l) => /^-+ {2}-+ {2}/.test(l)) + 1
   const end = lines.indexOf('', start)
-  return lines.slice(start, end).map((l) => l.split(/ {2,}/))
+  const rows: string[][] = []
+  for (let i = start; i < end; i += 2) {
+    const [mark = '', number = '', what = '', certificate = '', answer = ''] = lines[i]!.split(/ {2,}/)
+    const detail = lines[i + 1] ?? ''
+    const cut = detail.indexOf(' -> ')
+    rows.push([number, what, certificate, detail.slice(0, cut).trim(), answer, mark, detail.slice(cut + 4)])
+  }
+  return rows
 }
 
 t.test('examples/b2b-api/client.js against the running example', async (t) => {
@@ -241,7 +252,13 @@ t.test('examples/b2b-api/client.js against the running example', async (t) => {
   t.equal(message(1), 'mercy-hospital: 2 claims')
   t.equal(message(3), 'A client certificate is required: connect with a certificate issued by a CA this server trusts', "the server's message")
   t.equal(message(4), 'Claim C-1001 not found')
+  t.equal(message(5), 'The client certificate is not allowed to access this resource')
+  t.equal(message(6), 'A certificate in the client chain has expired: renew it', 'the hint of each refusal')
+  t.equal(message(7), 'The client certificate has been revoked')
   t.equal(message(8), 'Bearer token, expires in 300 s')
+  const table = run.stdout.split('\n').filter((l) => /^(ok|FAIL) /.test(l))
+  t.equal(table.length, 11)
+  t.ok(table.every((l) => l.length <= 110), 'the case lines fit a 110-column terminal; the messages have lines of their own')
   t.match(message(10), /^The access token is not bound to this client certificate/)
   t.match(run.stdout, 'All 11 answers as expected.')
 
@@ -259,7 +276,8 @@ t.test('client.js: a wrong answer is exit code 1, no server is exit code 2', asy
   t.equal(failed.code, 1, 'exit code 1')
   const rows = rowsOf(failed.stdout)
   t.equal(rows.length, 11)
-  t.ok(rows.every((r) => r[4] === '-' && r[5]?.startsWith('FAIL, expected ')), 'every row says FAIL and what was expected')
+  t.ok(rows.every((r) => r[5] === 'FAIL' && /^-, expected \d{3}/.test(r[4] ?? '')), 'every row says FAIL and what was expected')
+  t.equal(rows[2]?.[4], '-, expected 401 FST_MTLS_CERT_MISSING')
   t.match(rows[0]?.[6], /^no answer: UNABLE_TO_VERIFY_LEAF_SIGNATURE, /, 'and why')
   t.equal(rows[8]?.[6], 'no token (the token request failed)')
   t.match(failed.stdout, '11 of 11 answers NOT as expected.')

@@ -2,15 +2,15 @@
 // called over real TLS with undici and with the curl command line.
 import t from 'tap'
 import { execFile, spawn } from 'node:child_process'
-import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import forge from 'node-forge'
 import { Agent, request } from 'undici'
 import type { FastifyInstance } from 'fastify'
+import { createCertificate, loadCertificate, loadKey, type Certificate, type SubjectName } from '../lib/pki/index.js'
 
 interface Pair { cert: string, key: string }
 interface PkiPaths {
@@ -85,53 +85,23 @@ async function curl (args: string[], cwd = root): Promise<{ status: number, body
 const curlAs = (pair: Pair | undefined, path: string): Promise<{ status: number, body: any }> =>
   curl(['--cacert', pki.serverCa.cert, ...(pair === undefined ? [] : ['--cert', pair.cert, '--key', pair.key]), `${url}${path}`])
 
-/** A client certificate signed by `ca` with the given subject (DER order). */
-function clientCert (dest: string, ca: { cert: forge.pki.Certificate, key: forge.pki.rsa.PrivateKey }, subject: Array<[string, string]>, notAfter = Date.now() + DAY): Pair {
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
-  const cert = forge.pki.createCertificate()
-  cert.serialNumber = '4a' + forge.util.bytesToHex(forge.random.getBytesSync(15))
-  cert.publicKey = forge.pki.publicKeyFromPem(publicKey.export({ type: 'spki', format: 'pem' }) as string)
-  cert.validity.notBefore = new Date(Date.now() - 60_000)
-  cert.validity.notAfter = new Date(notAfter)
-  cert.setSubject(subject.map(([shortName, value]) => ({ shortName, value })))
-  cert.setIssuer(ca.cert.subject.attributes)
-  cert.setExtensions([
-    { name: 'basicConstraints', critical: true, cA: false },
-    { name: 'keyUsage', critical: true, digitalSignature: true },
-    { name: 'extKeyUsage', clientAuth: true },
-    { name: 'subjectKeyIdentifier' },
-    { name: 'authorityKeyIdentifier', keyIdentifier: ca.cert.generateSubjectKeyIdentifier().getBytes() }
-  ])
-  cert.sign(ca.key, forge.md.sha256.create())
+/** A client certificate signed by `ca` with the given subject, written to `dest`.pem and .key. */
+async function clientCert (dest: string, ca: Certificate, subject: SubjectName, notAfter = Date.now() + DAY): Promise<Pair> {
+  const cert = await createCertificate({ subject, issuer: ca, extKeyUsage: ['clientAuth'], notAfter: new Date(notAfter) })
   const pair = { cert: join(dir, `${dest}.pem`), key: join(dir, `${dest}.key`) }
-  writeFileSync(pair.cert, forge.pki.certificateToPem(cert))
-  writeFileSync(pair.key, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
+  writeFileSync(pair.cert, cert.pem)
+  writeFileSync(pair.key, cert.key!.privateKeyPem, { mode: 0o600 })
   return pair
 }
 
-/** A self-signed CA that the API does not trust. */
-function rogueCa (): { cert: forge.pki.Certificate, key: forge.pki.rsa.PrivateKey } {
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
-  const key = forge.pki.privateKeyFromPem(privateKey.export({ type: 'pkcs8', format: 'pem' }) as string) as forge.pki.rsa.PrivateKey
-  const cert = forge.pki.createCertificate()
-  cert.serialNumber = '5b01'
-  cert.publicKey = forge.pki.publicKeyFromPem(publicKey.export({ type: 'spki', format: 'pem' }) as string)
-  cert.validity.notBefore = new Date(Date.now() - 60_000)
-  cert.validity.notAfter = new Date(Date.now() + DAY)
-  const name = [{ shortName: 'O', value: 'Mercy Hospital' }, { shortName: 'CN', value: 'Mercy Hospital Partner CA' }]
-  cert.setSubject(name)
-  cert.setIssuer(name)
-  cert.setExtensions([
-    { name: 'basicConstraints', critical: true, cA: true },
-    { name: 'keyUsage', critical: true, keyCertSign: true, cRLSign: true },
-    { name: 'subjectKeyIdentifier' }
-  ])
-  cert.sign(key, forge.md.sha256.create())
-  return { cert, key }
+/** A self-signed CA that the API does not trust, with Mercy's CA's name. */
+async function rogueCa (): Promise<Certificate> {
+  return await createCertificate({ subject: { o: 'Mercy Hospital', cn: 'Mercy Hospital Partner CA' }, ca: true })
 }
 
-function caOf (pair: Pair): { cert: forge.pki.Certificate, key: forge.pki.rsa.PrivateKey } {
-  return { cert: forge.pki.certificateFromPem(read(pair.cert)), key: forge.pki.privateKeyFromPem(read(pair.key)) as forge.pki.rsa.PrivateKey }
+/** A CA of the example's PKI, with its key, read from its files. */
+function caOf (pair: Pair): Certificate {
+  return loadCertificate(read(pair.cert), loadKey(read(pair.key)))
 }
 
 t.test('the development PKI', async (t) => {
@@ -142,7 +112,11 @@ t.test('the development PKI', async (t) => {
   for (const f of files) {
     t.equal(statSync(f.key).mode & 0o777, 0o600, `${f.key} is private`)
     t.ok(new X509Certificate(read(f.cert)).checkPrivateKey(createPrivateKey(read(f.key))), `${f.cert} matches its key`)
+    t.equal(createPrivateKey(read(f.key)).asymmetricKeyType, 'ec', `${f.key}: ECDSA P-256, the PKI module's default`)
   }
+  const source = read(join(root, 'examples', 'b2b-api', 'server.js'))
+  t.match(source, "from 'fastify-mtls-auth/pki'", 'made with the package\'s own PKI module')
+  t.notMatch(source, /node-forge/, 'no certificate generator of its own')
   const server = new X509Certificate(read(pki.server.cert))
   t.ok(server.checkHost('localhost') !== undefined && server.checkIP('127.0.0.1') !== undefined && server.checkIP('::1') !== undefined)
   const claims = new X509Certificate(read(mercy.clients.claims.cert))
@@ -157,7 +131,7 @@ t.test('the development PKI', async (t) => {
   // a copy of the PKI whose Mercy claims certificate expires in an hour
   const other = join(dir, 'expiring')
   cpSync(pki.dir, other, { recursive: true })
-  const soon = clientCert('soon', caOf(mercy.ca), [['O', 'Mercy Hospital'], ['OU', 'claims'], ['CN', 'claims-bot']], Date.now() + 60 * 60 * 1000)
+  const soon = await clientCert('soon', caOf(mercy.ca), { o: 'Mercy Hospital', ou: 'claims', cn: 'claims-bot' }, Date.now() + 60 * 60 * 1000)
   cpSync(soon.cert, join(other, 'mercy-claims.pem'))
   const renewed = await example.ensurePki(other)
   t.equal(renewed.generated, true, 'a certificate expiring within a day makes a new PKI')
@@ -282,7 +256,7 @@ t.test('whoami echoes the verified identity', async (t) => {
 
 t.test('a certificate from an unknown CA is untrusted', async (t) => {
   // a stranger's CA with Mercy's name, issuing a "Mercy claims bot"
-  const stranger = clientCert('stranger', rogueCa(), [['O', 'Mercy Hospital'], ['OU', 'claims'], ['CN', 'claims-bot']])
+  const stranger = await clientCert('stranger', await rogueCa(), { o: 'Mercy Hospital', ou: 'claims', cn: 'claims-bot' })
   const r = await call(agent(stranger), '/v1/claims')
   t.equal(r.status, 401)
   t.equal(r.body.code, 'FST_MTLS_CERT_UNTRUSTED')
@@ -294,7 +268,7 @@ t.test('a certificate from an unknown CA is untrusted', async (t) => {
 
 t.test('the partner is the CA, not the name in the certificate', async (t) => {
   // Oakridge's (trusted) CA issues a certificate that says O=Mercy Hospital
-  const impostor = clientCert('impostor', caOf(oakridge.ca), [['O', 'Mercy Hospital'], ['OU', 'claims'], ['CN', 'claims-bot']])
+  const impostor = await clientCert('impostor', caOf(oakridge.ca), { o: 'Mercy Hospital', ou: 'claims', cn: 'claims-bot' })
   const dispatcher = agent(impostor)
   const who = await call(dispatcher, '/v1/whoami')
   t.equal(who.body.partner, 'oakridge-clinic')

@@ -1,7 +1,7 @@
 // Calls a running b2b-api example (examples/b2b-api/server.js) as the partners would, and
 // prints what the API answers in each common case, as a table: a success for each partner,
-// then one request for each usual rejection, with the status, the code and the server's
-// message. It starts nothing itself.
+// then one request for each usual rejection, with the status, the code and, on a line of
+// its own, the server's message (what the client should fix). It starts nothing itself.
 //
 //   node examples/b2b-api/client.js [url]     (npm run example:client -- [url])
 //
@@ -141,21 +141,29 @@ async function run (c) {
   return { ...row, status: String(r.status), code: r.status < 300 ? '' : code, message, ok }
 }
 
-/** A plain-text table: padded columns, the last one (the server's message) left as it is; a row ends with ok or FAIL. */
+/**
+ * A plain-text table, two lines per case: first whether the answer is the expected one
+ * (ok or FAIL), the case, the certificate and the answer (status and code; a FAIL adds
+ * what was expected); then, indented, the request and what the server said: for a
+ * refusal its message, which tells the client what to fix. About 100 columns wide.
+ */
 function table (rows) {
   const columns = [
+    ['', (r) => (r.ok ? 'ok' : 'FAIL')],
     ['#', (_, i) => String(i + 1)],
     ['case', (r) => r.what],
     ['certificate', (r) => r.certificate],
-    ['request', (r) => r.request],
-    ['answer', (r) => `${r.status}${r.code === '' ? '' : ' ' + r.code}`],
-    ['', (r) => (r.ok ? 'ok' : `FAIL, expected ${r.expected}`)],
-    ["server's message", (r) => r.message]
+    ['answer', (r) => `${r.status}${r.code === '' ? '' : ' ' + r.code}${r.ok ? '' : `, expected ${r.expected}`}`]
   ]
   const cells = rows.map((r, i) => columns.map(([, cell]) => cell(r, i)))
   const widths = columns.map(([title], j) => Math.max(title.length, ...cells.map((row) => row[j].length)))
-  const line = (values) => values.map((v, j) => (j === values.length - 1 ? v : v.padEnd(widths[j]))).join('  ').trimEnd()
-  return [line(columns.map(([title]) => title)), line(widths.map((w, j) => (j === widths.length - 1 ? '-'.repeat(16) : '-'.repeat(w)))), ...cells.map(line)].join('\n')
+  const line = (values) => values.map((v, j) => v.padEnd(widths[j])).join('  ').trimEnd()
+  const indent = ' '.repeat(widths[0] + 2 + widths[1] + 2)
+  const lines = [line(columns.map(([title]) => title)), line(widths.map((w) => '-'.repeat(w)))]
+  rows.forEach((r, i) => {
+    lines.push(line(cells[i]), `${indent}${r.request} -> ${r.message === '' ? '(no body)' : r.message}`)
+  })
+  return lines.join('\n')
 }
 
 console.log(`Calling ${base.origin} with the certificates in ${pkiDir}\n`)

@@ -13,14 +13,13 @@
 //   node examples/b2b-api/server.js          (PORT=0 picks a free port, PKI_DIR moves the dev PKI)
 //   node examples/b2b-api/client.js [url]    (calls a running server: every case, as a table)
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
-import { generateKeyPair, generateKeyPairSync, randomBytes, randomUUID, X509Certificate } from 'node:crypto'
+import { generateKeyPairSync, randomUUID, X509Certificate } from 'node:crypto'
 import { dirname, isAbsolute, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import Fastify from 'fastify'
 import fastifyJwt from '@fastify/jwt'
-import forge from 'node-forge'
 import fastifyMtls from 'fastify-mtls-auth'
+import { createCertificate, createCrl } from 'fastify-mtls-auth/pki'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const DAY = 24 * 60 * 60 * 1000
@@ -61,105 +60,17 @@ function allFiles (paths) {
   return files
 }
 
-const generateKeyPairAsync = promisify(generateKeyPair)
-
-async function newKey () {
-  const { privateKey, publicKey } = await generateKeyPairAsync('rsa', { modulusLength: 2048 })
-  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' })
-  return {
-    pem,
-    forgePrivate: forge.pki.privateKeyFromPem(pem),
-    forgePublic: forge.pki.publicKeyFromPem(publicKey.export({ type: 'spki', format: 'pem' }))
-  }
-}
-
-function name (attrs) {
-  // DER order: O, OU, CN (printed by RFC 4514 in reverse). UTF8String values.
-  return attrs.map(([shortName, value]) => ({ shortName, value, valueTagClass: forge.asn1.Type.UTF8 }))
-}
-
-/**
- * One certificate. `issuer` is { cert, key } of the signing CA, or undefined for a
- * self-signed root. The verifier is strict (RFC 5280 profile): positive serials of
- * at most 20 octets, SKI on CAs, AKI keyIdentifier below the root.
- */
-function issue ({ subject, key, issuer, days, ca, extensions = {}, notBefore }, now) {
-  const cert = forge.pki.createCertificate()
-  const serial = randomBytes(16)
-  serial[0] = (serial[0] & 0x7f) | 0x40 // positive and minimally encoded
-  cert.serialNumber = serial.toString('hex')
-  cert.publicKey = key.forgePublic
-  cert.validity.notBefore = new Date(notBefore ?? now - 5 * 60 * 1000)
-  cert.validity.notAfter = new Date(now + days * DAY)
-  cert.setSubject(name(subject))
-  cert.setIssuer(issuer === undefined ? name(subject) : issuer.cert.subject.attributes)
-  const exts = ca
-    ? [
-        { name: 'basicConstraints', critical: true, cA: true },
-        { name: 'keyUsage', critical: true, keyCertSign: true, cRLSign: true }
-      ]
-    : [
-        { name: 'basicConstraints', critical: true, cA: false },
-        { name: 'keyUsage', critical: true, digitalSignature: true, ...(extensions.keyEncipherment ? { keyEncipherment: true } : {}) }
-      ]
-  exts.push({ name: 'subjectKeyIdentifier' })
-  if (issuer !== undefined) {
-    exts.push({ name: 'authorityKeyIdentifier', keyIdentifier: issuer.cert.generateSubjectKeyIdentifier().getBytes() })
-  }
-  if (extensions.eku) exts.push({ name: 'extKeyUsage', [extensions.eku]: true })
-  if (extensions.altNames) exts.push({ name: 'subjectAltName', altNames: extensions.altNames })
-  cert.setExtensions(exts)
-  cert.sign((issuer ?? { key }).key.forgePrivate, forge.md.sha256.create())
-  return { cert, key, pem: forge.pki.certificateToPem(cert) }
-}
-
-function write (pair, issued) {
-  writeFileSync(pair.cert, issued.pem)
-  writeFileSync(pair.key, issued.key.pem, { mode: 0o600 })
+/** Writes a certificate and its private key (mode 0600: a key file is a secret). */
+function write (pair, cert) {
+  writeFileSync(pair.cert, cert.pem)
+  writeFileSync(pair.key, cert.key.privateKeyPem, { mode: 0o600 })
   chmodSync(pair.key, 0o600) // the mode above only applies to a new file
 }
 
 /**
- * A CRL (RFC 5280 v2: cRLNumber and authorityKeyIdentifier) signed by `ca`, listing
- * `revoked` (issued certificates). node-forge reads CRLs but does not make them: the
- * DER is built with forge.asn1.
+ * True when every file exists and no certificate (other than the expired sample) expires
+ * within a day. The CRL is made with the certificates and lasts as long as they do.
  */
-function crl (ca, revoked, now, days) {
-  const { asn1 } = forge
-  const U = asn1.Class.UNIVERSAL
-  const seq = (items) => asn1.create(U, asn1.Type.SEQUENCE, true, items)
-  const oid = (o) => asn1.create(U, asn1.Type.OID, false, asn1.oidToDer(o).getBytes())
-  const time = (d) => asn1.create(U, asn1.Type.UTCTIME, false, asn1.dateToUtcTime(d))
-  const int = (hex) => asn1.create(U, asn1.Type.INTEGER, false, forge.util.hexToBytes(hex))
-  const octets = (node) => asn1.create(U, asn1.Type.OCTETSTRING, false, asn1.toDer(node).getBytes())
-  const algorithm = () => seq([oid(forge.pki.oids.sha256WithRSAEncryption), asn1.create(U, asn1.Type.NULL, false, '')])
-  const keyId = ca.cert.generateSubjectKeyIdentifier().getBytes()
-  const tbs = seq([
-    int('01'), // v2
-    algorithm(),
-    forge.pki.distinguishedNameToAsn1(ca.cert.subject),
-    time(new Date(now - 5 * 60 * 1000)),
-    time(new Date(now + days * DAY)),
-    seq(revoked.map((r) => seq([int(r.cert.serialNumber), time(new Date(now - 60 * 60 * 1000))]))),
-    asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, true, [seq([
-      seq([oid('2.5.29.35'), octets(seq([asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, false, keyId)]))]), // authorityKeyIdentifier
-      seq([oid('2.5.29.20'), octets(int('01'))]) // cRLNumber
-    ])])
-  ])
-  const md = forge.md.sha256.create()
-  md.update(asn1.toDer(tbs).getBytes())
-  const signature = asn1.create(U, asn1.Type.BITSTRING, false, '\x00' + ca.key.forgePrivate.sign(md))
-  const der = asn1.toDer(seq([tbs, algorithm(), signature])).getBytes()
-  return `-----BEGIN X509 CRL-----\n${forge.util.encode64(der, 64)}\n-----END X509 CRL-----\n`
-}
-
-/** nextUpdate (ms) of a CRL written by crl(); throws when the file is not one */
-function crlNextUpdate (pem) {
-  const tbs = forge.asn1.fromDer(forge.util.decode64(pem.replace(/-----[^-]+-----|\s/g, ''))).value[0]
-  return forge.asn1.utcTimeToDate(tbs.value[4].value).getTime()
-}
-
-/** True when every file exists and no certificate or CRL expires within a day. */
 function usable (paths, now) {
   try {
     for (const f of [...allFiles(paths), paths.samples.expired]) {
@@ -168,14 +79,15 @@ function usable (paths, now) {
     for (const f of allFiles(paths)) {
       if (new Date(new X509Certificate(readFileSync(f.cert)).validTo).getTime() - now < DAY) return false
     }
-    return crlNextUpdate(readFileSync(paths.samples.crl, 'utf8')) - now >= DAY
+    return readFileSync(paths.samples.crl, 'utf8').startsWith('-----BEGIN X509 CRL-----')
   } catch {
     return false
   }
 }
 
 /**
- * Makes the development PKI in `dir` unless a usable one is already there:
+ * Makes the development PKI in `dir` unless a usable one is already there, with the
+ * package's own PKI module (fastify-mtls-auth/pki; ECDSA P-256 keys):
  * a server CA and a server certificate for localhost, 127.0.0.1 and ::1; one CA per
  * partner, each issuing a claims and a billing client certificate; and the samples:
  * an expired and a revoked Mercy claims certificate and Mercy's CRL.
@@ -185,41 +97,40 @@ export async function ensurePki (dir, { now = Date.now() } = {}) {
   const paths = pkiPaths(dir)
   if (usable(paths, now)) return { paths, generated: false }
   mkdirSync(dir, { recursive: true, mode: 0o700 })
-  // RSA key generation is the slow part: make every key at once, on the thread pool
-  const keys = await Promise.all(Array.from({ length: 4 + PARTNERS.length * (1 + CLIENTS.length) }, newKey))
+  const inDays = (days) => new Date(now + days * DAY)
+  const valid = (days) => ({ notBefore: new Date(now - 5 * 60 * 1000), notAfter: inDays(days) })
 
-  const serverCa = issue({ subject: [['O', 'Northwind Insurance'], ['CN', 'Northwind Insurance Dev Server CA']], key: keys.pop(), days: 365, ca: true }, now)
-  const server = issue({
-    subject: [['O', 'Northwind Insurance'], ['CN', 'localhost']],
-    key: keys.pop(),
+  const insurer = 'Northwind Insurance'
+  const serverCa = await createCertificate({ subject: { o: insurer, cn: `${insurer} Dev Server CA` }, ca: true, ...valid(365) })
+  const server = await createCertificate({
+    subject: { o: insurer, cn: 'localhost' },
     issuer: serverCa,
-    days: 90,
-    extensions: { eku: 'serverAuth', keyEncipherment: true, altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }, { type: 7, ip: '::1' }] }
-  }, now)
+    altNames: { dns: ['localhost'], ip: ['127.0.0.1', '::1'] },
+    extKeyUsage: ['serverAuth'],
+    ...valid(90)
+  })
   write(paths.serverCa, serverCa)
   write(paths.server, server)
 
   for (const p of PARTNERS) {
-    const ca = issue({ subject: [['O', p.org], ['CN', `${p.org} Partner CA`]], key: keys.pop(), days: 365, ca: true }, now)
+    const ca = await createCertificate({ subject: { o: p.org, cn: `${p.org} Partner CA` }, ca: true, ...valid(365) })
     write(paths.partners[p.id].ca, ca)
-    for (const c of CLIENTS) {
-      const leaf = issue({
-        subject: [['O', p.org], ['OU', c.ou], ['CN', c.cn]],
-        key: keys.pop(),
-        issuer: ca,
-        days: 90,
-        extensions: { eku: 'clientAuth' }
-      }, now)
-      write(paths.partners[p.id].clients[c.ou], leaf)
-    }
+    // subject O, OU, CN (CN=claims-bot,OU=claims,O=Mercy Hospital), clientAuth EKU
+    const client = (ou, cn, dates = valid(90)) => createCertificate({ subject: { o: p.org, ou, cn }, issuer: ca, extKeyUsage: ['clientAuth'], ...dates })
+    for (const c of CLIENTS) write(paths.partners[p.id].clients[c.ou], await client(c.ou, c.cn))
     if (p.id === 'mercy-hospital') {
-      const subject = [['O', p.org], ['OU', 'claims'], ['CN', 'claims-bot']]
-      // expired yesterday (issued for nine days, ten days ago)
-      const expired = issue({ subject, key: keys.pop(), issuer: ca, days: -1, notBefore: now - 10 * DAY, extensions: { eku: 'clientAuth' } }, now)
-      const revoked = issue({ subject, key: keys.pop(), issuer: ca, days: 90, extensions: { eku: 'clientAuth' } }, now)
+      // expired yesterday (issued for nine days, ten days ago), and one revoked an hour ago
+      const expired = await client('claims', 'claims-bot', { notBefore: inDays(-10), notAfter: inDays(-1) })
+      const revoked = await client('claims', 'claims-bot')
       write(paths.samples.expired, expired)
       write(paths.samples.revoked, revoked)
-      writeFileSync(paths.samples.crl, crl(ca, [revoked], now, 90))
+      const crl = await createCrl({
+        issuer: ca,
+        revoked: [{ serialHex: revoked.serialHex, date: new Date(now - 60 * 60 * 1000) }],
+        thisUpdate: new Date(now - 5 * 60 * 1000),
+        nextUpdate: inDays(90)
+      })
+      writeFileSync(paths.samples.crl, crl.pem)
     }
   }
   return { paths, generated: true }
