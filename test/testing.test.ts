@@ -200,6 +200,13 @@ t.test('revocation: revoke, crl and pluginOptions', async (t) => {
   await t.rejects(own.revoke({ der: 'x' } as unknown as testing.TestClient), { name: 'TypeError' })
 })
 
+t.test('pluginOptions spread with the client CA alone as the anchor, as docs/testing.md suggests', async (t) => {
+  const server = await serve(shared, { ca: shared.clientCa.pem })
+  t.teardown(server.close)
+  t.same(await get(`${server.url}/who`, shared.dispatcher(await shared.client({ cn: 'zoe' }))), { status: 200, body: { cn: 'zoe', chain: 2, anchor: shared.clientCa.fingerprint256 } }, 'the path ends at the client CA')
+  t.match(await get(`${server.url}/who`, shared.dispatcher(await shared.untrustedClient({ cn: 'zoe' }))), { status: 401, body: { code: 'FST_MTLS_CERT_UNTRUSTED' } })
+})
+
 t.test('httpsOptions: the server certificate, the anchor as CA names, every certificate handed to the plugin', async (t) => {
   const https = shared.httpsOptions()
   t.same(Object.keys(https).sort(), ['ca', 'cert', 'key', 'rejectUnauthorized', 'requestCert'])
