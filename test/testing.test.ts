@@ -187,6 +187,13 @@ t.test('revocation: revoke, crl and pluginOptions', async (t) => {
   await server.app.mtls.reload({ crl: own.crl() })
   t.match(server.app.mtls.status().crls, [{ revoked: 2 }], 'revoking twice lists a certificate once')
 
+  // revocations made at the same time: the current CRL lists them all, whichever CRL is signed last
+  const [x, y, z] = await Promise.all([own.client({ cn: 'x' }), own.client({ cn: 'y' }), own.client({ cn: 'z' })])
+  const crls = await Promise.all([own.revoke(x!), own.revoke(y!), own.revoke(z!)])
+  t.equal(crls[2], own.crl(), 'the last call resolves to the current CRL')
+  await server.app.mtls.reload({ crl: own.crl() })
+  t.match(server.app.mtls.status().crls, [{ revoked: 5 }], 'concurrent revocations are all listed')
+
   // a plugin registered after the revocations starts with them
   const later = await serve(own)
   t.teardown(later.close)

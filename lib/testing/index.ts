@@ -172,13 +172,20 @@ export async function createTestPki (options: TestPkiOptions = {}): Promise<Test
   const clientCaX509 = new X509Certificate(clientCa.der)
   const revoked: RevokedEntry[] = []
   let crlNumber = 0
+  let currentNumber = 0
+  let currentCrl = ''
+  // each CRL lists every revocation made before it was started; of CRLs signed concurrently the newest wins
   const makeCrl = async (): Promise<string> => {
     const now = Date.now()
-    crlNumber++
-    const crl = await createCrl({ issuer: clientCa, revoked: [...revoked], thisUpdate: new Date(now - 60 * 1000), nextUpdate: new Date(now + 7 * DAY), crlNumber })
-    return crl.pem
+    const number = ++crlNumber
+    const crl = await createCrl({ issuer: clientCa, revoked: [...revoked], thisUpdate: new Date(now - 60 * 1000), nextUpdate: new Date(now + 7 * DAY), crlNumber: number })
+    if (number > currentNumber) {
+      currentNumber = number
+      currentCrl = crl.pem
+    }
+    return currentCrl
   }
-  let currentCrl = await makeCrl()
+  await makeCrl()
   const issuedByClientCa = (cert: Certificate): boolean => {
     if (cert === null || typeof cert !== 'object' || !Buffer.isBuffer(cert.der)) return false
     const x = new X509Certificate(cert.der)
@@ -205,8 +212,7 @@ export async function createTestPki (options: TestPkiOptions = {}): Promise<Test
       if (!revoked.some((r) => r.serialHex === client.serialHex)) {
         revoked.push({ serialHex: client.serialHex, date: new Date(Date.now() - 60 * 1000), ...(reason === undefined ? {} : { reason }) })
       }
-      currentCrl = await makeCrl()
-      return currentCrl
+      return await makeCrl()
     },
     crl: () => currentCrl,
     httpsOptions: () => ({
