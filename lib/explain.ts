@@ -16,7 +16,7 @@ import { identityFromPath } from './identity.js'
 import { compilePolicy, validatePolicy } from './policy.js'
 import type {
   CertificateInput, ClientIdentity, DistinguishedName, Policy, RejectionCode, SubjectAltNames, TrustAnchorInfo,
-  TrustAnchorInput, VerifyPurpose
+  TrustAnchorInput, VerificationCode, VerifyPurpose
 } from './types.js'
 import type { PathCheckName, TraceEvent } from './verify/chain.js'
 import type { TrustAnchor } from './verify/trust.js'
@@ -114,7 +114,7 @@ export const HINTS: Readonly<Record<RejectionCode | ThrownCode, Hint>> = Object.
   },
   FST_MTLS_TOKEN_NOT_BOUND: {
     status: 401,
-    cause: 'An access token bound to a certificate (RFC 8705 `cnf["x5t#S256"]`) was presented over a connection with another certificate, or the token has no binding.',
+    cause: 'A route guarded by `app.mtls.requireBoundToken()` got an access token that is not bound to the client certificate (RFC 8705 `cnf["x5t#S256"]`): a token issued for another certificate, one without a `cnf` claim, or one bound to a DPoP key.',
     check: '`fastify-mtls-auth inspect client.pem --json` prints `thumbprintSha256`; compare it with the token\'s `cnf["x5t#S256"]`.',
     fix: 'Have the client use the token issued for this certificate (renewing the certificate means getting a new token).'
   },
@@ -399,6 +399,8 @@ function anchorLabels (anchors: TrustAnchorInput): string[] {
   return labels
 }
 
+interface Failed { code: VerificationCode, message: string }
+
 interface PathEvent { path: readonly ParsedCertificate[], anchor: TrustAnchor, failed?: PathCheckName, code?: string, message?: string, revocation: Array<Extract<TraceEvent, { kind: 'revocation' }>> }
 
 /**
@@ -456,9 +458,11 @@ export async function explainChain (options: ExplainOptions): Promise<Explanatio
 
   // parse
   if (leaf === undefined) {
-    add('parse', 'fail', result.ok ? 'no certificate' : result.message)
+    // no leaf: the verifier refused the input before building anything (FST_MTLS_CERT_MALFORMED)
+    const { code, message } = result as Failed
+    add('parse', 'fail', message)
     skipRest(['chain', 'signatures', 'keys', 'validity', 'profile', 'constraints', 'purpose', 'revocation', 'policy'], 'not reached')
-    return fail(result.ok ? 'FST_MTLS_CERT_MALFORMED' : result.code, result.ok ? 'no certificate' : result.message, 'parse')
+    return fail(code, message, 'parse')
   }
   const presentedDers = toDerList(options.leaf, 'CERTIFICATE', 'leaf').slice(1)
   const presentedHashes = new Set<string>()
@@ -479,9 +483,8 @@ export async function explainChain (options: ExplainOptions): Promise<Explanatio
     : paths.find((p) => p.code === result.code && p.message === result.message)
 
   if (chosen === undefined) {
-    // no complete path was validated: the verifier stopped while building one
-    const code = result.ok ? 'FST_MTLS_CERT_UNTRUSTED' : result.code
-    const message = result.ok ? 'internal: accepted path not traced' : result.message
+    // no complete path was validated (an accepted path always is): the verifier stopped while building one
+    const { code, message } = result as Failed
     const details = new Set<string>()
     const notFound = (c: ParsedCertificate): string => `no certificate with the subject "${c.issuer.rfc4514}" (the issuer of ${name(c)}) among the presented certificates, the intermediates or the trust anchors`
     // a certificate reached while building whose issuer was never even a candidate
@@ -596,8 +599,8 @@ function describeCheck (check: PathCheckName, path: readonly ParsedCertificate[]
           case 'no-crl': return `${who}: not checked: no CRL from its issuer given`
           case 'good': return `${who}: not revoked${crl}`
           case 'revoked': return `${who}: revoked${crl}`
-          case 'soft-fail': return `${who}: status unknown, accepted (soft-fail): ${r.reason ?? ''}`
-          default: return `${who}: status unknown: ${r.reason ?? ''}`
+          // 'unknown' ('soft-fail' is never asked for here: explain checks revocation as hard-fail)
+          default: return `${who}: status unknown: ${r.reason as string}`
         }
       })
       const checked = chosen.revocation.filter((r) => r.status === 'good').length
@@ -611,7 +614,6 @@ function describeCheck (check: PathCheckName, path: readonly ParsedCertificate[]
 
 function show (value: unknown): string {
   if (value instanceof RegExp) return String(value)
-  if (typeof value === 'function') return 'a function'
   if (Array.isArray(value)) return `[${value.map(show).join(', ')}]`
   return JSON.stringify(value)
 }
@@ -728,10 +730,10 @@ async function explainPolicy (policy: Policy, identity: ClientIdentity, request:
     }
     return all
   }
-  const breakdown = walk(policy, 'policy', 0)
+  walk(policy, 'policy', 0)
   // the compiled policy is the verdict; the breakdown only says why
   const reason = matched
     ? 'the policy allows this identity'
-    : firstFailure ?? (breakdown ? 'the policy did not match (a check gave a different answer when called again)' : 'the policy does not match')
+    : firstFailure ?? 'the policy does not match'
   return { matched, reason, lines }
 }

@@ -5,7 +5,7 @@ import { extname, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { InputError, toDerList } from '../der/pem.js'
 import { getCrl } from '../der/store.js'
-import { explainChain, readCertificates, type Explanation, type ExplainStep, type PolicyLine } from '../explain.js'
+import { explainChain, readCertificates, type Explanation, type ExplainStep, type Hint, type PolicyLine } from '../explain.js'
 import { PolicyError } from '../policy.js'
 import type { ClientIdentity, LabelledCertificate, Policy } from '../types.js'
 import { CliError, parse, type Command } from './common.js'
@@ -163,15 +163,15 @@ export function formatExplanation (e: Explanation, cert: string): string {
   out.push('')
   if (e.accepted) {
     const id = e.identity as ClientIdentity
-    out.push(`accepted: "${id.subject.rfc4514}" via trust anchor "${id.trustAnchor.name}"${e.validUntil === undefined ? '' : `, verdict valid until ${e.validUntil.toISOString()}`}`)
+    out.push(`accepted: "${id.subject.rfc4514}" via trust anchor "${id.trustAnchor.name}", verdict valid until ${(e.validUntil as Date).toISOString()}`)
     const sans = [...id.san.dns.map((x) => `DNS:${x}`), ...id.san.uri.map((x) => `URI:${x}`), ...id.san.email.map((x) => `email:${x}`), ...id.san.ip.map((x) => `IP:${x}`)]
     out.push(`  SANs: ${sans.length === 0 ? '(none)' : sans.join(', ')}`, `  SPIFFE ID: ${id.spiffeId ?? '(none)'}`, `  fingerprint256: ${id.fingerprint256}`)
     return out.join('\n')
   }
-  const hint = e.hint
-  out.push(`rejected: ${e.code as string}${hint?.status == null ? '' : ` (${hint.status})`} at the ${e.failedStep as string} check`)
+  const hint = e.hint as Hint
+  out.push(`rejected: ${e.code as string} (${hint.status as number}) at the ${e.failedStep as string} check`)
   out.push(`  reason: ${e.message as string}`)
-  if (hint !== undefined) out.push(`  likely cause: ${hint.cause}`, `  how to check: ${hint.check}`, `  fix: ${hint.fix}`)
+  out.push(`  likely cause: ${hint.cause}`, `  how to check: ${hint.check}`, `  fix: ${hint.fix}`)
   return out.join('\n')
 }
 
