@@ -102,6 +102,8 @@ fastify-mtls-auth pki <subcommand> --help shows its options.
 Requires the optional dependencies node-forge and @peculiar/x509.`
 
 interface Libs { pki: Pki, dir: Directory }
+/** The PKI libraries, loaded once a subcommand's arguments have been checked. */
+type GetLibs = () => Promise<Libs>
 
 async function loadLibs (): Promise<Libs> {
   try {
@@ -119,10 +121,13 @@ async function loadLibs (): Promise<Libs> {
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 
-function checkName (name: string | undefined, what: string, libs: Libs): string {
+/** The PKI folder's own files (lib/pki/directory.ts FILES), which a client name must not shadow. */
+const RESERVED_NAMES = new Set(['root', 'client-ca', 'server', 'crl', 'index', 'README'])
+
+function checkName (name: string | undefined, what: string): string {
   if (name === undefined) throw new CliError(`missing ${what}`)
   if (!NAME_RE.test(name) || name.includes('..')) throw new CliError(`bad ${what} ${JSON.stringify(name)}: use letters, digits, '.', '_' and '-' (at most 64, no path)`)
-  if (libs.dir.RESERVED_NAMES.has(name) || /\.(pem|key|csr|p12)$/.test(name) || name.endsWith('-chain')) throw new CliError(`${what} ${JSON.stringify(name)} is reserved or ends like a file name: choose another`)
+  if (RESERVED_NAMES.has(name) || /\.(pem|key|csr|p12)$/.test(name) || name.endsWith('-chain')) throw new CliError(`${what} ${JSON.stringify(name)} is reserved or ends like a file name: choose another`)
   return name
 }
 
@@ -207,13 +212,15 @@ function shown (path: string): string {
 
 // ---------------------------------------------------------------- subcommands
 
-async function init (args: string[], io: Io, libs: Libs): Promise<number> {
+async function init (args: string[], io: Io, getLibs: GetLibs): Promise<number> {
   const parsed = parse(args, { key: { type: 'string' }, force: { type: 'boolean' } }, 1, 'pki init [dir] [--key rsa|ec|ed25519] [--force]')
   const dir = parsed.positionals[0] ?? DEFAULT_DIR
   const force = parsed.values.force === true
+  const type = keyType(parsed) ?? 'ec'
+  const libs = await getLibs()
   const existing = await libs.dir.holdsPki(dir)
   if (existing !== undefined && !force) throw new CliError(`${dir} already holds a PKI (${existing}); use --force to replace it`)
-  const pki = await libs.pki.createDevPki({ keyType: keyType(parsed) ?? 'ec', onProgress: (step) => io.err(step) })
+  const pki = await libs.pki.createDevPki({ keyType: type, onProgress: (step) => io.err(step) })
   await libs.dir.writeDevPki(dir, pki, { force })
   const F = libs.dir.FILES
   io.out([
@@ -227,13 +234,14 @@ async function init (args: string[], io: Io, libs: Libs): Promise<number> {
   return 0
 }
 
-async function issue (args: string[], io: Io, libs: Libs): Promise<number> {
+async function issue (args: string[], io: Io, getLibs: GetLibs): Promise<number> {
   const parsed = parse(args, { ...SUBJECT_FLAGS, days: { type: 'string' }, key: { type: 'string' }, dir: { type: 'string' }, force: { type: 'boolean' } }, 1, 'pki issue <name> [--cn ...] [--dir DIR]')
-  const name = checkName(parsed.positionals[0], 'name', libs)
+  const name = checkName(parsed.positionals[0], 'name')
   const { subject, altNames } = subjectFlags(parsed, name)
   const days = positiveInt(parsed, 'days', 3650)
   const type = keyType(parsed)
   const dir = str(parsed, 'dir') ?? DEFAULT_DIR
+  const libs = await getLibs()
   const pki = await libs.dir.loadPki(dir)
   const key = await libs.pki.generateKey(type ?? pki.clientCa.key?.type ?? 'ec')
   const cert = await libs.pki.createCertificate({ subject, key, issuer: pki.clientCa, altNames, extKeyUsage: ['clientAuth'], days })
@@ -242,15 +250,16 @@ async function issue (args: string[], io: Io, libs: Libs): Promise<number> {
   return 0
 }
 
-async function csr (args: string[], io: Io, libs: Libs): Promise<number> {
+async function csr (args: string[], io: Io, getLibs: GetLibs): Promise<number> {
   const parsed = parse(args, { ...SUBJECT_FLAGS, key: { type: 'string' }, dir: { type: 'string' }, force: { type: 'boolean' } }, 1, 'pki csr <name> [--cn ...] [--key TYPE] [--dir DIR]')
-  const name = checkName(parsed.positionals[0], 'name', libs)
+  const name = checkName(parsed.positionals[0], 'name')
   const { subject, altNames } = subjectFlags(parsed, name)
   const type = keyType(parsed) ?? 'ec'
   const dir = str(parsed, 'dir') ?? '.'
   const force = parsed.values.force === true
   const csrPath = join(dir, `${name}.csr`)
   if (!force && await readFile(csrPath).then(() => true, () => false)) throw new CliError(`${csrPath} already exists (use --force to replace it)`)
+  const libs = await getLibs()
   const key = await libs.pki.generateKey(type)
   const pem = await libs.pki.createCsr({ subject, key, altNames })
   await libs.dir.writePrivateFile(join(dir, `${name}.key`), key.privateKeyPem, force)
@@ -259,11 +268,11 @@ async function csr (args: string[], io: Io, libs: Libs): Promise<number> {
   return 0
 }
 
-async function sign (args: string[], io: Io, libs: Libs): Promise<number> {
+async function sign (args: string[], io: Io, getLibs: GetLibs): Promise<number> {
   const parsed = parse(args, { ...SUBJECT_FLAGS, name: { type: 'string' }, days: { type: 'string' }, dir: { type: 'string' }, force: { type: 'boolean' } }, 1, 'pki sign <csr-file> --name <name> [--cn ...] [--dir DIR]')
   const csrFile = parsed.positionals[0]
   if (csrFile === undefined) throw new CliError('missing the CSR file (usage: pki sign <csr-file> --name <name>)')
-  const name = checkName(str(parsed, 'name'), '--name', libs)
+  const name = checkName(str(parsed, 'name'), '--name')
   const { subject, altNames } = subjectFlags(parsed, name)
   const days = positiveInt(parsed, 'days', 3650)
   const dir = str(parsed, 'dir') ?? DEFAULT_DIR
@@ -273,6 +282,7 @@ async function sign (args: string[], io: Io, libs: Libs): Promise<number> {
   } catch (err) {
     throw new CliError(`cannot read ${csrFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
   }
+  const libs = await getLibs()
   const pki = await libs.dir.loadPki(dir)
   const info = await libs.pki.readCsr(text)
   const cert = await libs.pki.signCsr(text, { subject, issuer: pki.clientCa, altNames, extKeyUsage: ['clientAuth'], days })
@@ -282,13 +292,14 @@ async function sign (args: string[], io: Io, libs: Libs): Promise<number> {
   return 0
 }
 
-async function revoke (args: string[], io: Io, libs: Libs): Promise<number> {
+async function revoke (args: string[], io: Io, getLibs: GetLibs): Promise<number> {
   const parsed = parse(args, { reason: { type: 'string' }, dir: { type: 'string' } }, 1, 'pki revoke <name|certificate-file> [--reason REASON] [--dir DIR]')
   const target = parsed.positionals[0]
   if (target === undefined) throw new CliError('missing the certificate to revoke: a name or a certificate file')
   const reason = str(parsed, 'reason')
   if (reason !== undefined && !REASONS.includes(reason)) throw new CliError(`--reason must be one of ${REASONS.join(', ')} (got ${JSON.stringify(reason)})`)
   const dir = str(parsed, 'dir') ?? DEFAULT_DIR
+  const libs = await getLibs()
   const pki = await libs.dir.loadPki(dir)
   const byName = NAME_RE.test(target) && !target.endsWith('.pem') && !target.includes('/')
   const path = byName ? join(dir, `${target}.pem`) : target
@@ -318,10 +329,11 @@ async function revoke (args: string[], io: Io, libs: Libs): Promise<number> {
   return 0
 }
 
-async function crl (args: string[], io: Io, libs: Libs): Promise<number> {
+async function crl (args: string[], io: Io, getLibs: GetLibs): Promise<number> {
   const parsed = parse(args, { out: { type: 'string' }, days: { type: 'string' }, dir: { type: 'string' } }, 0, 'pki crl [--out FILE] [--days N] [--dir DIR]')
   const days = positiveInt(parsed, 'days', 365)
   const dir = str(parsed, 'dir') ?? DEFAULT_DIR
+  const libs = await getLibs()
   const pki = await libs.dir.loadPki(dir)
   const out = str(parsed, 'out')
   const written = await libs.dir.writeCrl(pki, { ...(out === undefined ? {} : { out }), ...(days === undefined ? {} : { days }) })
@@ -329,9 +341,9 @@ async function crl (args: string[], io: Io, libs: Libs): Promise<number> {
   return 0
 }
 
-async function p12 (args: string[], io: Io, libs: Libs): Promise<number> {
+async function p12 (args: string[], io: Io, getLibs: GetLibs): Promise<number> {
   const parsed = parse(args, { password: { type: 'string' }, 'password-file': { type: 'string' }, out: { type: 'string' }, dir: { type: 'string' }, force: { type: 'boolean' } }, 1, 'pki p12 <name> [--password-file FILE] [--out FILE] [--dir DIR]')
-  const name = checkName(parsed.positionals[0], 'name', libs)
+  const name = checkName(parsed.positionals[0], 'name')
   const dir = str(parsed, 'dir') ?? DEFAULT_DIR
   const passwordFile = str(parsed, 'password-file')
   if (passwordFile !== undefined && str(parsed, 'password') !== undefined) throw new CliError('give --password-file or --password, not both')
@@ -346,6 +358,7 @@ async function p12 (args: string[], io: Io, libs: Libs): Promise<number> {
     password = str(parsed, 'password') ?? process.env.MTLS_P12_PASSWORD
   }
   if (password === undefined || password === '') throw new CliError('a non-empty password is needed: --password-file FILE, the MTLS_P12_PASSWORD environment variable, or --password')
+  const libs = await getLibs()
   const pki = await libs.dir.loadPki(dir)
   const read = async (file: string, what: string): Promise<string> => {
     try {
@@ -367,7 +380,7 @@ async function p12 (args: string[], io: Io, libs: Libs): Promise<number> {
   return 0
 }
 
-const SUBCOMMANDS: Record<string, (args: string[], io: Io, libs: Libs) => Promise<number>> = { init, issue, csr, sign, revoke, crl, p12 }
+const SUBCOMMANDS: Record<string, (args: string[], io: Io, getLibs: GetLibs) => Promise<number>> = { init, issue, csr, sign, revoke, crl, p12 }
 
 async function run (args: string[], io: Io): Promise<number> {
   const [sub, ...rest] = args
@@ -382,11 +395,11 @@ async function run (args: string[], io: Io): Promise<number> {
     io.out(HELP[sub] as string)
     return 0
   }
-  const libs = await loadLibs()
+  let libs: Promise<Libs> | undefined
   try {
-    return await handler(rest, io, libs)
+    return await handler(rest, io, () => (libs ??= loadLibs()))
   } catch (err) {
-    if (err instanceof libs.pki.PkiError) throw new CliError(err.message)
+    if ((err as Error)?.name === 'PkiError') throw new CliError((err as Error).message)
     throw err
   }
 }

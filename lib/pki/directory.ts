@@ -19,9 +19,6 @@ export const FILES = {
   readme: 'README.md'
 } as const
 
-/** Names a client certificate may not take: they are the folder's own files. */
-export const RESERVED_NAMES = new Set(['root', 'client-ca', 'server', 'crl', 'index', 'README'])
-
 export interface IssuedRecord {
   name: string
   serialHex: string
