@@ -248,7 +248,7 @@ t.test('toPrometheus: names, units and label escaping', async (t) => {
 
 t.test('log lines: the rejection line, the expiry warning, and the identity bound to request.log', async (t) => {
   const { stream, lines } = logCapture()
-  const { url } = await start(t, {}, (app) => {
+  const { app, url } = await start(t, {}, (app) => {
     app.get('/', async (req) => {
       req.log.info({ marker: 'handler' }, 'handler line')
       return 'ok'
@@ -282,6 +282,11 @@ t.test('log lines: the rejection line, the expiry warning, and the identity boun
   const completed = lines.find((l) => l.reqId === handler[0]?.reqId && l.msg === 'request completed')
   t.match(completed, { 'tls.client.hash.sha256': hexOf(partner.leaf.cert.fingerprint256), 'tls.client.subject': 'O=Partner,OU=payments,CN=svc' })
   t.equal(JSON.stringify(completed).split('tls.client.hash.sha256').length, 2, 'bound once')
+
+  // the fields are bound to each request's own logger, never to the server's
+  app.log.info({ marker: 'server' }, 'server line')
+  const serverLine = lines.find((l) => l.marker === 'server')
+  t.ok(serverLine !== undefined && !('tls.client.hash.sha256' in serverLine) && !('tls.client.subject' in serverLine), 'server logger untouched')
 
   const soon = lines.filter((l) => l.msg === 'fastify-mtls-auth: a client certificate expires soon')
   t.equal(soon.length, 1)
@@ -317,6 +322,40 @@ t.test('logIdentity: false leaves request.log as Fastify made it', async (t) => 
   t.notOk('tls.client.hash.sha256' in (handler[0] ?? {}))
   t.notOk('tls.client.subject' in (handler[0] ?? {}))
   await t.rejects(start(t, { logIdentity: 'yes' as unknown as boolean }, () => {}), { code: 'FST_MTLS_INVALID_OPTIONS' })
+})
+
+t.test('a childLoggerFactory that shares one logger between requests', async (t) => {
+  for (const shares of ['the server logger', 'one child of it']) {
+    const { stream, lines } = logCapture()
+    let shared: unknown
+    const app = Fastify({
+      https: { key: server.leaf.key.privateKeyPem, cert: server.leaf.pem, ca: partner.root.pem, requestCert: true, rejectUnauthorized: false },
+      logger: { level: 'info', stream },
+      childLoggerFactory: (logger) => {
+        shared ??= shares === 'the server logger' ? logger : logger.child({ component: 'http' })
+        return shared as typeof logger
+      }
+    }) as unknown as FastifyInstance
+    await app.register(fastifyMtls, { ca: partner.root.pem })
+    app.get('/', async (req) => {
+      req.log.info({ marker: 'handler' }, 'handler line')
+      return 'ok'
+    })
+    await app.listen({ host: '127.0.0.1', port: 0 })
+    t.teardown(async () => app.close())
+    const url = `https://127.0.0.1:${(app.server.address() as { port: number }).port}`
+    t.equal((await call(url, '/', client(partner.leaf))).status, 200)
+    t.equal((await call(url, '/', client(second))).status, 200)
+    t.equal((await call(url, '/', client(second))).status, 200)
+    app.log.info({ marker: 'server' }, 'server line')
+    const handler = lines.filter((l) => l.marker === 'handler')
+    // JSON.parse keeps the last of a repeated key: the child's, this request's client
+    t.same(handler.map((l) => l['tls.client.subject']), ['O=Partner,OU=payments,CN=svc', 'O=Partner,OU=payments,CN=second', 'O=Partner,OU=payments,CN=second'], `${shares}: each line names its client`)
+    t.notOk('tls.client.subject' in (lines.find((l) => l.marker === 'server') ?? {}), `${shares}: the server logger is never bound`)
+    const warnings = lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('fastify-mtls-auth: request.log is shared between requests'))
+    // the server logger itself is recognised at once; another shared logger on its second request
+    t.equal(warnings.length, shares === 'the server logger' ? 0 : 1, `${shares}: warnings`)
+  }
 })
 
 // ---------------------------------------------------------------- @fastify/rate-limit recipe
