@@ -16,6 +16,7 @@ import {
   PkiError, readCsr, signCsr, type KeyType
 } from '../lib/pki/index.js'
 import { verifyCertificateChain } from '../lib/index.js'
+import { issue, newKey } from './helpers/pki.js'
 
 const KEY_TYPES: KeyType[] = ['ec', 'rsa', 'ed25519']
 
@@ -287,4 +288,73 @@ t.test('PKCS#12: loads in node:tls and OpenSSL 3 without -legacy, and authentica
   const alone = createPkcs12({ key: client.key, certificate: client, password: 'x' })
   const info = await run('openssl', ['pkcs12', '-info', '-nokeys', '-in', await tmpFile(alone, 'p12'), '-passin', 'pass:x'])
   t.equal(info.stdout.match(/BEGIN CERTIFICATE/g)?.length, 1, 'without a chain: the leaf alone')
+})
+
+t.test('names: string types, escapes, unknown attributes read back as RFC 4514', async (t) => {
+  const rsa = await newKey('rsa2048')
+  const odd = await issue({
+    key: rsa,
+    subject: [
+      [{ type: 'DC', value: 'org' }],
+      [{ type: 'emailAddress', value: 'a@example.org' }],
+      [{ type: 'O', value: 'Ünïcode GmbH', tag: 'bmp' }],
+      [{ type: 'OU', value: 'tele', tag: 'teletex' }, { type: 'L', value: 'x' }],
+      [{ type: '1.2.3.4', value: 'wide', tag: 'universal' }],
+      [{ type: 'CN', value: '#a, b+c "d" <e>;f=g\\ ' }]
+    ],
+    version: 1
+  })
+  const loaded = loadCertificate(odd.der)
+  t.equal(loaded.subject, 'CN=\\#a\\, b\\+c \\"d\\" \\<e\\>\\;f\\=g\\\\\\ ,1.2.3.4=#1c1000000077000000690000006400000065,L=x+OU=tele,O=Ünïcode GmbH,emailAddress=a@example.org,DC=org')
+  t.equal(loaded.notAfter.getTime(), Date.parse(new X509Certificate(odd.der).validTo), 'a version 1 certificate loads')
+  const ctl = await issue({ key: rsa, subject: [[{ type: 'CN', value: 'line\nbreak' }]] })
+  t.equal(loadCertificate(ctl.pem).subject, 'CN=line\\0Abreak')
+})
+
+t.test('keys and inputs from JavaScript callers: checked, refused with PkiError', async (t) => {
+  t.equal(loadKey((await newKey('rsa3072')).privateKeyPem).type, 'rsa')
+  t.equal(loadKey((await newKey('rsa4096')).privateKeyPem).type, 'rsa')
+  const p384 = loadKey((await newKey('ec384')).privateKeyPem)
+  t.equal(p384.type, 'ec')
+  const csr384 = await createCsr({ subject: { cn: 'p384' }, key: p384, altNames: { ip: ['127.0.0.1'], email: ['p@example.org'] } })
+  t.same((await readCsr(csr384)).altNames, { dns: [], ip: ['127.0.0.1'], uri: [], email: ['p@example.org'] }, 'a P-384 CSR with IP and email names')
+  const rsa1024 = (await newKey('rsa1024')).privateKeyPem
+  t.throws(() => loadKey(rsa1024), { name: 'PkiError', message: /at least 2048 bits/ })
+  const { generateKeyPairSync } = await import('node:crypto')
+  const k1 = generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).privateKey.export({ type: 'pkcs8', format: 'pem' })
+  t.throws(() => loadKey(k1), { name: 'PkiError', message: /unsupported EC curve/ })
+  const x25519 = generateKeyPairSync('x25519').privateKey.export({ type: 'pkcs8', format: 'pem' })
+  t.throws(() => loadKey(x25519), { name: 'PkiError', message: /unsupported key type x25519/ })
+  const ec = await generateKey('ec')
+  const encrypted = ec.privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'pw' })
+  t.ok(loadKey(encrypted, 'pw').publicKey.equals(ec.publicKey), 'an encrypted key with its passphrase')
+  t.throws(() => loadKey(encrypted, 'wrong'), PkiError)
+
+  const homemade = { type: 'ec' as const, privateKey: ec.privateKey, publicKey: ec.publicKey, privateKeyPem: ec.privateKeyPem }
+  const fromHomemade = await createCertificate({ subject: { cn: 'homemade' }, key: homemade })
+  t.ok(new X509Certificate(fromHomemade.der).publicKey.equals(ec.publicKey), 'a Key object made by the caller')
+  await t.rejects(createCertificate({ subject: { cn: 'x' }, key: {} as never }), { name: 'PkiError', message: /a key must be a Key/ })
+
+  const pki = pkiOf('ec')
+  const bad: Array<[() => Promise<unknown>, RegExp]> = [
+    [() => createCertificate(null as never), /options must be an object/],
+    [() => createCertificate({ subject: 'CN=x' as never }), /subject must be an object/],
+    [() => createCertificate({ subject: { cn: ' ' } }), /subject CN must be a non-empty string/],
+    [() => createCertificate({ subject: { cn: 'x'.repeat(65) } }), /longer than 64/],
+    [() => createCertificate({ subject: { cn: 'x', ou: 'one unit' }, altNames: { dns: 'a.example' as never } }), /altNames.dns must be an array/],
+    [() => createCertificate({ subject: { cn: 'x' }, notBefore: new Date('nope') }), /notBefore must be a valid Date/],
+    [() => createCertificate({ subject: { cn: 'x' }, ca: { pathLength: -1 } }), /pathLength/],
+    [() => createCsr(null as never), /options must be an object/],
+    [() => createCrl(null as never), /options must be an object/],
+    [() => createCrl({ issuer: pki.clientCa, revoked: [{ serialHex: 7 as never }] }), /bad serial/],
+    [() => issueClient({} as never, { cn: 'x' }), /needs a DevPki/],
+    [() => issueClient(pki, { cn: '' }), /needs a cn/],
+    [() => issueClient({ ...pki, clientCa: loadCertificate(pki.clientCa.pem) }, { cn: 'x' }), /does not carry its private key/]
+  ]
+  for (const [call, message] of bad) await t.rejects(call(), { name: 'PkiError', message })
+  t.throws(() => createPkcs12(null as never), { name: 'PkiError', message: /options must be an object/ })
+  const oddSerial = await createCrl({ issuer: pki.clientCa, revoked: [{ serialHex: '0x1:23' }] })
+  t.equal(new x509.X509Crl(oddSerial.der).entries[0]?.serialNumber, '0123', 'hex with 0x, colons and an odd length')
+  const numbered = new x509.X509Crl((await createCrl({ issuer: pki.clientCa, crlNumber: 2 })).der).getExtension('2.5.29.20')
+  t.equal(Buffer.from(numbered!.value).toString('hex'), '020102', 'crlNumber 2')
 })

@@ -563,7 +563,9 @@ export async function issueClient (pki: DevPki, options: { cn: string, o?: strin
     if (typeof options.spiffe !== 'string' || !options.spiffe.startsWith('spiffe://')) throw new PkiError(`a SPIFFE ID starts with spiffe:// (got ${JSON.stringify(options.spiffe)})`)
     altNames.uri = [...(altNames.uri ?? []), options.spiffe]
   }
-  const key = await generateKey(options.keyType ?? pki.clientCa.key?.type ?? 'ec')
+  const caKey = pki.clientCa.key
+  if (caKey === undefined) throw new PkiError(`the client CA ${pki.clientCa.subject} does not carry its private key`)
+  const key = await generateKey(options.keyType ?? caKey.type)
   const cert = await createCertificate({
     subject: { cn: options.cn, o: options.o, ou: options.ou },
     key,
