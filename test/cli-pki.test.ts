@@ -19,7 +19,7 @@ interface Result { code: number, stdout: string, stderr: string }
 function exec (cmd: string, args: string[], options: { cwd?: string, env?: NodeJS.ProcessEnv } = {}): Promise<Result> {
   return new Promise((resolve) => {
     execFile(cmd, args, { encoding: 'utf8', cwd: options.cwd, env: options.env ?? process.env }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr })
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : err.code === 'ENOENT' ? 127 : 1, stdout, stderr })
     })
   })
 }
@@ -189,6 +189,14 @@ t.test('p12: password from a file or the environment, never printed; loads in no
   t.equal(info.code, 0, info.stderr)
   t.match(info.stdout, /friendlyName: alice/)
   t.equal(info.stdout.match(/BEGIN CERTIFICATE/g)?.length, 2, 'leaf and client CA')
+  const java = await exec('keytool', ['-list', '-v', '-storetype', 'PKCS12', '-keystore', file('alice.p12'), '-storepass', 'Tr0ub4dor&3'], { env })
+  if (java.code === 127) {
+    t.comment('keytool not installed: the Java check is skipped')
+  } else {
+    t.equal(java.code, 0, `keytool reads it: ${java.stderr}`)
+    t.match(java.stdout, /Entry type: PrivateKeyEntry/)
+    t.match(java.stdout, /Certificate chain length: 2/)
+  }
 
   const out = join(tmp, 'alice-env.p12')
   const e = await cli(['pki', 'p12', 'alice', '--out', out, '--dir', dir], { env: { ...env, MTLS_P12_PASSWORD: 'from-env' } })
