@@ -361,17 +361,18 @@ t.test('a childLoggerFactory that shares one logger between requests', async (t)
 // ---------------------------------------------------------------- @fastify/rate-limit recipe
 
 t.test('README recipe: @fastify/rate-limit keyed by the client certificate, either registration order', async (t) => {
-  for (const order of ['mtls first', 'rate-limit first']) {
+  for (const order of ['mtls first', 'rate-limit first', 'rate-limit first, hook: preHandler']) {
     const app = Fastify({ https: { key: server.leaf.key.privateKeyPem, cert: server.leaf.pem, ca: partner.root.pem, requestCert: true, rejectUnauthorized: false } })
     const rateLimit = async (): Promise<void> => {
       // as in the README, with max: 2 instead of 100
       await app.register(fastifyRateLimit, {
         max: 2,
         timeWindow: '1 minute',
-        keyGenerator: (request) => request.clientIdentity?.fingerprint256 ?? request.ip
+        keyGenerator: (request) => request.clientIdentity?.fingerprint256 ?? request.ip,
+        ...(order.endsWith('preHandler') ? { hook: 'preHandler' as const } : {})
       })
     }
-    if (order === 'rate-limit first') await rateLimit()
+    if (order.startsWith('rate-limit first')) await rateLimit()
     await app.register(fastifyMtls, { ca: partner.root.pem })
     if (order === 'mtls first') await rateLimit()
     app.get('/', async (req) => req.clientIdentity?.subject.attributes.CN?.[0])
