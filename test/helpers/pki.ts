@@ -15,9 +15,11 @@
  *   toPem(der, label?)                      -> string
  *   nameDer(name)                           -> Buffer              DER of a NameSpec
  *
- * The signing engine lives in lib/pki/engine.ts (shared with the public
- * development PKI, lib/pki); this file adds the key pools, chains and the
- * test-only defaults. Which library builds what (our guide's rule): a certificate whose subject key
+ * The signing engine lives in lib/pki/engine.ts, shared with the public
+ * development PKI (lib/pki); this file adds the key pools, chains, wrong-key
+ * re-issues and the test-only defaults.
+ *
+ * Which library builds what (our guide's rule): a certificate whose subject key
  * and signing key are both RSA is built and signed with node-forge; any other
  * certificate, and every CRL, with @peculiar/x509. Keys come from node:crypto
  * (forge imports the PEM; WebCrypto imports the PKCS#8). Both libraries get
