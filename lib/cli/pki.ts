@@ -48,27 +48,38 @@ certificate signing request, <name>.csr, in DIR (default: the current folder).
 Send the .csr to the PKI's owner (pki sign); the key never leaves.
 
   --cn CN     common name (default: the name)
-  --key TYPE  key type: ec (default), rsa or ed25519`,
+  --o, --ou, --dns, --uri, --email, --spiffe   as for pki issue (the signer decides what is used)
+  --key TYPE  key type: ec (default), rsa or ed25519
+  --dir DIR   where to write the files (default: the current folder)
+  --force     replace existing files of that name`,
   sign: `usage: fastify-mtls-auth pki sign <csr-file> --name <name> [--cn CN] [--o ORG] [--ou UNIT]...
          [--dns NAME]... [--uri URI]... [--spiffe spiffe://...] [--email ADDRESS]... [--days N] [--dir DIR] [--force]
 
 Signs a certificate signing request with the client CA: writes <name>.pem and
 <name>-chain.pem into the PKI folder. The CSR's own signature must verify. The
 certificate's subject and names come from these flags (--cn defaults to the
-name), never from the CSR: check who asked before you sign.`,
+name), never from the CSR: check who asked before you sign.
+
+  --name NAME      the files' name (required)
+  --cn, --o, --ou, --dns, --uri, --email, --spiffe   as for pki issue
+  --days N         validity in days (default 397)
+  --dir DIR        the PKI folder (default ./pki)
+  --force          replace existing files of that name`,
   revoke: `usage: fastify-mtls-auth pki revoke <name|certificate-file> [--reason REASON] [--dir DIR]
 
 Revokes a certificate issued by the client CA: records it in index.json and
 writes a fresh crl.pem (the plugin's crl option).
 
-  --reason REASON   ${REASONS.join(', ')}`,
+  --reason REASON   ${REASONS.join(', ')}
+  --dir DIR         the PKI folder (default ./pki)`,
   crl: `usage: fastify-mtls-auth pki crl [--out FILE] [--days N] [--dir DIR]
 
 Re-issues the client CA's CRL (new thisUpdate, next CRL number) with every
 revoked serial of index.json.
 
   --out FILE   where to write it (default DIR/crl.pem)
-  --days N     days until nextUpdate (default 7)`,
+  --days N     days until nextUpdate (default 7)
+  --dir DIR    the PKI folder (default ./pki)`,
   p12: `usage: fastify-mtls-auth pki p12 <name> [--password-file FILE | --password PASSWORD] [--out FILE] [--dir DIR]
 
 Writes <name>.p12 (mode 0600): the client certificate, its key and the client
@@ -80,7 +91,9 @@ the environment variable MTLS_P12_PASSWORD, or --password (visible to other
 users in the process list and kept in your shell history: avoid it). The
 password is never printed.
 
-  --out FILE   default DIR/<name>.p12`
+  --out FILE   default DIR/<name>.p12
+  --dir DIR    the PKI folder (default ./pki)
+  --force      replace an existing bundle`
 }
 
 const SUMMARY = 'development PKI: init, issue, csr, sign, revoke, crl, p12'
