@@ -10,7 +10,8 @@
 //   FA the same route without the plugin (the header is sent all the same)
 //   FB the plugin with forwarded: { header, format: 'escaped-pem', trustedProxies: ['127.0.0.1'] }
 // and, for new connections only, what the plugin cannot avoid there:
-//   L  A plus an onRequest hook that reads the leaf once per connection (getPeerCertificate(false))
+//   L  A plus an onRequest hook that reads the leaf once per connection as the plugin does
+//      (getPeerCertificate(false), or getPeerX509Certificate() on a resumed session)
 //
 // Each server runs in its own child process (pinned to core 0 when `taskset` exists; this
 // process, the load generator, to core 1) and reports its own CPU (process.cpuUsage() deltas
@@ -176,7 +177,9 @@ async function serve () {
       const socket = request.raw.socket
       if (!seen.has(socket)) {
         seen.add(socket)
-        socket.getPeerCertificate(false)
+        // as the plugin does (lib/sources/tls.ts): the X509Certificate on a resumed session only
+        if (socket.isSessionReused()) socket.getPeerX509Certificate()
+        else socket.getPeerCertificate(false)
       }
       done()
     })
