@@ -77,6 +77,14 @@ t.test('docs/testing.md shows exactly the code this file ran above', async (t) =
   t.equal(test, doc, 'the same text: edit both together')
 })
 
+t.test('the README shows the same code as docs/testing.md', async (t) => {
+  const { test } = snippets()
+  const readme = readFileSync(join(root, 'README.md'), 'utf8')
+  const fence = /<!-- the snippet below is test\/testing\.test\.ts[^\n]*-->\n```ts\n([\s\S]*?)```\n/.exec(readme)
+  t.ok(fence !== null, 'the README has the snippet, after the same marker')
+  t.equal(fence?.[1], test, 'the same text as this file ran: edit all three together')
+})
+
 /** An app with a guarded route and an open one, listening on 127.0.0.1. */
 async function serve (pki: testing.TestPki, plugin: Record<string, unknown> = {}): Promise<testing.MtlsTestServer & { app: FastifyInstance }> {
   const app = Fastify({ https: pki.httpsOptions() })
