@@ -17,7 +17,7 @@ interface PkiPaths {
   dir: string
   serverCa: Pair
   server: Pair
-  partners: Record<string, { ca: Pair, clients: Record<string, Pair> }>
+  partners: Record<string, { ca: Pair, clients: { claims: Pair, billing: Pair } & Record<string, Pair> }>
 }
 interface Example {
   start: (o?: { port?: number, host?: string, pkiDir?: string, logger?: unknown }) => Promise<{ app: FastifyInstance, url: string, pki: PkiPaths }>

@@ -13,7 +13,7 @@ import { makeChain, type Chain } from './helpers/pki.js'
 
 const server = await makeChain({ kind: 'ec256', intermediates: 0, label: 'Watch server', leaf: { subject: 'CN=localhost', san: { dns: ['localhost'] }, extKeyUsage: ['serverAuth'] } })
 const server2 = await makeChain({ kind: 'ec256', intermediates: 0, label: 'Watch server 2', leaf: { subject: 'CN=localhost', san: { dns: ['localhost'] }, extKeyUsage: ['serverAuth'] } })
-const [a, b, c] = await Promise.all(['A', 'B', 'C'].map((l) => makeChain({ kind: 'ec256', intermediates: 0, label: `Watch ${l}` })))
+const [a, b, c] = await Promise.all(['A', 'B', 'C'].map((l) => makeChain({ kind: 'ec256', intermediates: 0, label: `Watch ${l}` }))) as [Chain, Chain, Chain]
 
 interface LogLine { msg: string, [k: string]: unknown }
 
@@ -140,6 +140,6 @@ t.test('watch options are checked', async (t) => {
     const app = Fastify({ https: { key: server.leaf.key.privateKeyPem, cert: server.leaf.pem, ca: a.root.pem, requestCert: true } })
     t.teardown(() => app.close())
     app.register(fastifyMtls, { ca: a.root.pem, watch } as never)
-    await t.rejects(app.ready(), { code: 'FST_MTLS_INVALID_OPTIONS', message }, JSON.stringify(watch))
+    await t.rejects(async () => { await app.ready() }, { code: 'FST_MTLS_INVALID_OPTIONS', message }, JSON.stringify(watch))
   }
 })
