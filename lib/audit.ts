@@ -20,6 +20,8 @@ export interface AuditFields {
   certificate: CertificateSummary | null
   address: string | undefined
   enforced: boolean
+  /** request.log already carries tls.client.subject and tls.client.hash.sha256 */
+  logBound?: boolean
 }
 
 /** At most `perMinute` lines a minute; the next line after a quiet spell says how many were left out. */
@@ -47,9 +49,13 @@ export class RejectionLog {
       'client.address': f.address
     }
     if (f.certificate !== null) {
-      line['tls.client.subject'] = f.certificate.subject
+      // request.log may carry the subject and hash already (logIdentity): a key twice in one
+      // JSON line is refused by some log pipelines
+      if (f.logBound !== true) {
+        line['tls.client.subject'] = f.certificate.subject
+        line['tls.client.hash.sha256'] = f.certificate.fingerprint256.replace(/:/g, '')
+      }
       line['tls.client.issuer'] = f.certificate.issuer
-      line['tls.client.hash.sha256'] = f.certificate.fingerprint256.replace(/:/g, '')
       line['tls.client.serial_number'] = f.certificate.serialNumber
       line['tls.client.not_after'] = f.certificate.notAfter
     }

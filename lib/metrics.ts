@@ -91,8 +91,9 @@ export interface MetricsInput {
   connectionsSeen: number
   caches: { positive: number, negative: number, learnedIntermediates: number }
   epoch: number
-  anchors: ReadonlyArray<{ name: string, notAfter: string }>
-  crls: ReadonlyArray<{ issuer: string, nextUpdate: string | null }>
+  /** fingerprint: SHA-256 of the DER, hex (two anchors or CRLs may share a name) */
+  anchors: ReadonlyArray<{ name: string, fingerprint: string, notAfter: string }>
+  crls: ReadonlyArray<{ issuer: string, fingerprint: string, nextUpdate: string | null }>
   now: number
 }
 
@@ -162,7 +163,7 @@ export function buildMetrics (m: MetricsInput): MtlsMetric[] {
     {
       name: 'mtls.trust.epoch',
       description: 'Trust epoch: goes up on every reload or new CRL',
-      unit: '1',
+      unit: '{epoch}',
       kind: 'gauge',
       points: [{ attributes: {}, value: m.epoch }]
     },
@@ -171,14 +172,14 @@ export function buildMetrics (m: MetricsInput): MtlsMetric[] {
       description: 'Seconds until each trust anchor expires (negative once expired)',
       unit: 's',
       kind: 'gauge',
-      points: m.anchors.map((a) => ({ attributes: { 'mtls.anchor': a.name }, value: secondsUntil(a.notAfter, m.now) }))
+      points: m.anchors.map((a) => ({ attributes: { 'mtls.anchor': a.name, 'mtls.anchor.hash.sha256': a.fingerprint }, value: secondsUntil(a.notAfter, m.now) }))
     },
     {
       name: 'mtls.crl.next_update',
       description: 'Seconds until each configured CRL\'s nextUpdate (negative: stale); CRLs without nextUpdate are left out',
       unit: 's',
       kind: 'gauge',
-      points: m.crls.filter((x) => x.nextUpdate !== null).map((x) => ({ attributes: { 'mtls.crl.issuer': x.issuer }, value: secondsUntil(x.nextUpdate as string, m.now) }))
+      points: m.crls.filter((x) => x.nextUpdate !== null).map((x) => ({ attributes: { 'mtls.crl.issuer': x.issuer, 'mtls.crl.hash.sha256': x.fingerprint }, value: secondsUntil(x.nextUpdate as string, m.now) }))
     }
   ]
 }

@@ -121,9 +121,22 @@ const kRejection = Symbol('fastify-mtls-auth.rejection')
 const kGuard = Symbol('fastify-mtls-auth.guard')
 /** Per-request: the first code enforce: false let through (the request is counted once, under it). */
 const kWouldReject = Symbol('fastify-mtls-auth.would-reject')
+/** Per-request: request.log carries the identity (the rejection line then leaves those fields to it). */
+const kLogBound = Symbol('fastify-mtls-auth.log-bound')
 
-type RequestWithOutcome = FastifyRequest & { [kOutcome]: Outcome | null, [kWouldReject]: RejectionCode | null }
+type RequestWithOutcome = FastifyRequest & { [kOutcome]: Outcome | null, [kWouldReject]: RejectionCode | null, [kLogBound]: boolean }
 type ErrorWithRejection = Error & { statusCode: number, [kRejection]?: MtlsRejection, [kGuard]?: true }
+
+/** SHA-256 of a CRL's DER, hex uppercase, remembered per parsed CRL (a metrics label). */
+const crlHashes = new WeakMap<Buffer, string>()
+function crlHash (der: Buffer): string {
+  let h = crlHashes.get(der)
+  if (h === undefined) {
+    h = createHash('sha256').update(der).digest('hex').toUpperCase()
+    crlHashes.set(der, h)
+  }
+  return h
+}
 
 /** Log bindings of an identity, made once per identity (identities are cached with their verdict). */
 const identityBindings = new WeakMap<ClientIdentity, Record<string, string>>()
@@ -304,7 +317,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   }
 
   async function report (request: FastifyRequest, rejection: MtlsRejection): Promise<void> {
-    rejectionLog.write(request.log, { code: rejection.code, reason: rejection.reason, certificate: rejection.certificate, address: request.raw.socket?.remoteAddress, enforced: rejection.enforced })
+    rejectionLog.write(request.log, { code: rejection.code, reason: rejection.reason, certificate: rejection.certificate, address: request.raw.socket?.remoteAddress, enforced: rejection.enforced, logBound: (request as RequestWithOutcome)[kLogBound] })
     const onRejected = o.onRejected
     if (onRejected !== undefined) await safely('onRejected', request, () => onRejected(rejection, request))
   }
@@ -511,6 +524,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   fastify.decorateRequest('clientIdentity', null)
   fastify.decorateRequest(kOutcome, null)
   fastify.decorateRequest(kWouldReject, null)
+  fastify.decorateRequest(kLogBound, false)
 
   // ---- rotation
 
@@ -588,7 +602,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     if (typeof cert === 'string' || cert instanceof Uint8Array) {
       try {
         const leaf = new X509Certificate(cert as string | Buffer)
-        if (Date.parse(leaf.validTo) < soon) fastify.log.warn({ 'tls.server.subject': leaf.subject, 'tls.server.not_after': leaf.validTo }, 'fastify-mtls-auth: the server certificate expires soon')
+        if (Date.parse(leaf.validTo) < soon) fastify.log.warn({ 'tls.server.subject': leaf.subject, 'tls.server.not_after': new Date(leaf.validTo).toISOString() }, 'fastify-mtls-auth: the server certificate expires soon')
       } catch {
         // the server's own certificate is OpenSSL's business; nothing to warn about here
       }
@@ -618,23 +632,19 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   // Binding the identity to request.log. Fastify gives each request a Pino child of the server's
   // logger, and a child of that child makes every request's logger a prototype: V8 then pays for
   // it on every call (measured 6-7 µs a request, 10-13 µs with one line logged), so the fields are
-  // added to the request's own logger in place (setBindings(), 0.7 µs). The logger the previous
-  // request was bound to, met again, is shared between requests (a childLoggerFactory that does
-  // not make one per request; a WeakSet of every bound logger would cost 0.4 µs a request): from
-  // then on a child is made instead. The server logger is never bound.
-  let lastBound: object | undefined
-  let sharedLoggers = false
+  // added to the request's own logger in place (setBindings(), 0.7 µs) -- but only when that
+  // logger was made for this request, which its bindings say: Fastify binds the request's id to
+  // it. A logger without this request's id may be shared with other requests (a
+  // childLoggerFactory returning one logger, or a pool), and setBindings() there would put this
+  // client on other requests' lines: it gets a child instead. The server logger is never bound.
+  const requestIdLabel = (fastify.initialConfig as { requestIdLogLabel?: string }).requestIdLogLabel ?? 'reqId'
+  type BindableLogger = FastifyBaseLogger & { setBindings?: (bindings: Record<string, unknown>) => void, bindings?: () => Record<string, unknown> }
   function bindLog (request: FastifyRequest, reply: FastifyReply, identity: ClientIdentity): void {
-    const log = request.log as FastifyBaseLogger & { setBindings?: (bindings: Record<string, unknown>) => void }
-    if (!sharedLoggers && typeof log.setBindings === 'function' && log !== fastify.log) {
-      if (log !== lastBound) {
-        lastBound = log
-        log.setBindings(bindingsOf(identity))
-        return
-      }
-      lastBound = undefined
-      sharedLoggers = true
-      fastify.log.warn('fastify-mtls-auth: request.log is shared between requests (a childLoggerFactory that returns the same logger), so an earlier client\'s identity is bound to it: let the factory make a child per request, or set logIdentity: false')
+    const log = request.log as BindableLogger
+    ;(request as RequestWithOutcome)[kLogBound] = true
+    if (log !== fastify.log && typeof log.setBindings === 'function' && typeof log.bindings === 'function' && log.bindings()[requestIdLabel] === request.id) {
+      log.setBindings(bindingsOf(identity))
+      return
     }
     const child = log.child(bindingsOf(identity))
     request.log = child
@@ -768,8 +778,8 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
         connectionsSeen: connectionCount,
         caches: auth.cacheSizes,
         epoch: auth.epoch,
-        anchors: m.trust.anchors.map((a) => ({ name: a.info.name, notAfter: a.cert.notAfter.toISOString() })),
-        crls: m.crls.map((c) => ({ issuer: c.issuer.rfc4514, nextUpdate: c.nextUpdate?.toISOString() ?? null })),
+        anchors: m.trust.anchors.map((a) => ({ name: a.info.name, fingerprint: a.info.fingerprint256.replace(/:/g, ''), notAfter: a.cert.notAfter.toISOString() })),
+        crls: m.crls.map((c) => ({ issuer: c.issuer.rfc4514, fingerprint: crlHash(c.der), nextUpdate: c.nextUpdate?.toISOString() ?? null })),
         now: Date.now()
       })
     },

@@ -52,15 +52,25 @@ async function call (base: string, path: string, dispatcher: Agent): Promise<{ s
 
 type Json = Record<string, any>
 
-function logCapture (): { stream: Writable, lines: Json[] } {
+function logCapture (): { stream: Writable, lines: Json[], raw: string[] } {
   const lines: Json[] = []
+  const raw: string[] = []
   const stream = new Writable({
     write (chunk, _encoding, done) {
-      for (const line of String(chunk).split('\n')) if (line.trim() !== '') lines.push(JSON.parse(line) as Json)
+      for (const line of String(chunk).split('\n')) {
+        if (line.trim() === '') continue
+        raw.push(line)
+        lines.push(JSON.parse(line) as Json)
+      }
       done()
     }
   })
-  return { stream, lines }
+  return { stream, lines, raw }
+}
+
+/** How many times a key appears in a raw JSON line (JSON.parse would keep only the last). */
+function keyCount (line: string, key: string): number {
+  return line.split(`"${key}":`).length - 1
 }
 
 async function start (t: Test, options: Partial<FastifyMtlsOptions>, routes: (app: FastifyInstance) => void | Promise<void>, logs?: Writable): Promise<{ app: FastifyInstance, url: string }> {
@@ -128,7 +138,7 @@ function agrees (t: Test, status: MtlsStatus, metrics: MtlsMetric[]): void {
   const anchors = metrics.find((m) => m.name === 'mtls.anchor.expiry')
   t.equal(anchors?.points.length, status.anchors.length, 'one expiry point per anchor')
   for (const a of status.anchors) {
-    const seconds = point(metrics, 'mtls.anchor.expiry', { 'mtls.anchor': a.name }) as number
+    const seconds = point(metrics, 'mtls.anchor.expiry', { 'mtls.anchor': a.name, 'mtls.anchor.hash.sha256': a.fingerprint256.replace(/:/g, '') }) as number
     // computed from the same notAfter, a moment apart
     t.ok(Math.abs(seconds - (Date.parse(a.notAfter) - Date.now()) / 1000) < 60, `${a.name}: seconds until expiry`)
   }
@@ -192,10 +202,10 @@ t.test('counters after a mix of outcomes, and the metrics export agrees with sta
   t.match(text, '\nmtls_requests_total{mtls_outcome="rejected",mtls_code="FST_MTLS_FORBIDDEN"} 2\n')
   t.match(text, '\nmtls_guard_rejections_total{mtls_outcome="rejected",mtls_code="FST_MTLS_TOKEN_NOT_BOUND"} 1\n')
   t.match(text, '# TYPE mtls_anchor_expiry_seconds gauge\n')
-  t.match(text, /\nmtls_anchor_expiry_seconds\{mtls_anchor="O=Fixture PKI,CN=Partner Root CA"\} \d+\n/)
+  t.match(text, /\nmtls_anchor_expiry_seconds\{mtls_anchor="O=Fixture PKI,CN=Partner Root CA",mtls_anchor_hash_sha256="[0-9A-F]{64}"\} \d+\n/)
   t.match(text, '\nmtls_cache_entries{mtls_cache="positive"} ')
   // every line is a comment or `name{labels} value`
-  for (const line of text.trimEnd().split('\n')) t.match(line, /^(# (HELP|TYPE) [a-z_]+ .+|[a-z_]+(\{([a-z_]+="([^"\\\n]|\\.)*",?)+\})? -?\d+)$/, 'exposition line')
+  for (const line of text.trimEnd().split('\n')) t.match(line, /^(# (HELP|TYPE) [a-z_]+ .+|[a-z_]+(\{([a-z_][a-z0-9_]*="([^"\\\n]|\\.)*",?)+\})? -?\d+)$/, 'exposition line')
 })
 
 t.test('enforce: false and optional mode: passed without certificate, would-reject by code, guards', async (t) => {
@@ -226,6 +236,18 @@ t.test('enforce: false and optional mode: passed without certificate, would-reje
   })
   t.same(s.guards, { rejected: zeros(), wouldReject: { ...zeros(), FST_MTLS_FORBIDDEN: 1, FST_MTLS_TOKEN_NOT_BOUND: 1, FST_MTLS_CERT_MISSING: 1 } })
   agrees(t, s, app.mtls.metrics())
+})
+
+t.test('two anchors with the same name (a key rollover): two series, told apart by hash', async (t) => {
+  const rollover = await makeChain({ kind: 'ec256', intermediates: 0, label: 'Partner' })
+  t.equal(rollover.root.cert.subject, partner.root.cert.subject, 'the same subject, another key')
+  const { app } = await start(t, { ca: [partner.root.pem, rollover.root.pem] }, () => {})
+  const anchors = app.mtls.metrics().find((m) => m.name === 'mtls.anchor.expiry')
+  t.equal(anchors?.points.length, 2)
+  t.equal(new Set(anchors?.points.map((p) => JSON.stringify(p.attributes))).size, 2, 'distinct attribute sets')
+  const series = toPrometheus(app.mtls.metrics()).split('\n').filter((l) => l.startsWith('mtls_anchor_expiry_seconds{')).map((l) => l.slice(0, l.lastIndexOf(' ')))
+  t.equal(series.length, 2)
+  t.equal(new Set(series).size, 2, 'no duplicate series (Prometheus would drop one)')
 })
 
 t.test('toPrometheus: names, units and label escaping', async (t) => {
@@ -324,38 +346,59 @@ t.test('logIdentity: false leaves request.log as Fastify made it', async (t) => 
   await t.rejects(start(t, { logIdentity: 'yes' as unknown as boolean }, () => {}), { code: 'FST_MTLS_INVALID_OPTIONS' })
 })
 
-t.test('a childLoggerFactory that shares one logger between requests', async (t) => {
-  for (const shares of ['the server logger', 'one child of it']) {
-    const { stream, lines } = logCapture()
-    let shared: unknown
+t.test('loggers shared between requests (a childLoggerFactory returning one logger, or a pool) never carry another request\'s client', async (t) => {
+  for (const shares of ['the server logger', 'one child of it', 'a pool of two']) {
+    const { stream, lines, raw } = logCapture()
+    let pool: unknown[] | undefined
+    let turn = 0
     const app = Fastify({
       https: { key: server.leaf.key.privateKeyPem, cert: server.leaf.pem, ca: partner.root.pem, requestCert: true, rejectUnauthorized: false },
       logger: { level: 'info', stream },
       childLoggerFactory: (logger) => {
-        shared ??= shares === 'the server logger' ? logger : logger.child({ component: 'http' })
-        return shared as typeof logger
+        pool ??= shares === 'the server logger' ? [logger] : shares === 'one child of it' ? [logger.child({ component: 'http' })] : [logger.child({ pool: 0 }), logger.child({ pool: 1 })]
+        return pool[turn++ % pool.length] as typeof logger
       }
     }) as unknown as FastifyInstance
-    await app.register(fastifyMtls, { ca: partner.root.pem })
+    await app.register(fastifyMtls, { ca: partner.root.pem, mode: 'optional' })
     app.get('/', async (req) => {
-      req.log.info({ marker: 'handler' }, 'handler line')
+      req.log.info({ marker: 'handler', caller: req.clientIdentity?.subject.rfc4514 ?? null }, 'handler line')
+      return 'ok'
+    })
+    app.get('/open', { config: { mtls: false } }, async (req) => {
+      req.log.info({ marker: 'handler', caller: null }, 'handler line')
       return 'ok'
     })
     await app.listen({ host: '127.0.0.1', port: 0 })
     t.teardown(async () => app.close())
     const url = `https://127.0.0.1:${(app.server.address() as { port: number }).port}`
+    // accepted clients, with requests that bind nothing in between: an exempt route, no certificate, a refusal
     t.equal((await call(url, '/', client(partner.leaf))).status, 200)
+    t.equal((await call(url, '/open', client(partner.leaf))).status, 200)
+    t.equal((await call(url, '/', client())).status, 200)
     t.equal((await call(url, '/', client(second))).status, 200)
+    t.equal((await call(url, '/', client(expired))).status, 401)
     t.equal((await call(url, '/', client(second))).status, 200)
+    t.equal((await call(url, '/open', client(second))).status, 200)
     app.log.info({ marker: 'server' }, 'server line')
     const handler = lines.filter((l) => l.marker === 'handler')
-    // JSON.parse keeps the last of a repeated key: the child's, this request's client
-    t.same(handler.map((l) => l['tls.client.subject']), ['O=Partner,OU=payments,CN=svc', 'O=Partner,OU=payments,CN=second', 'O=Partner,OU=payments,CN=second'], `${shares}: each line names its client`)
+    t.equal(handler.length, 6, `${shares}: six handler lines`)
+    for (const line of handler) t.equal(line['tls.client.subject'], line.caller ?? undefined, `${shares}: a handler line names its own client (${String(line.caller)}), no other`)
     t.notOk('tls.client.subject' in (lines.find((l) => l.marker === 'server') ?? {}), `${shares}: the server logger is never bound`)
-    const warnings = lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('fastify-mtls-auth: request.log is shared between requests'))
-    // the server logger itself is recognised at once; another shared logger on its second request
-    t.equal(warnings.length, shares === 'the server logger' ? 0 : 1, `${shares}: warnings`)
+    t.same(raw.filter((l) => keyCount(l, 'tls.client.subject') > 1), [], `${shares}: no line carries the subject twice`)
   }
+})
+
+t.test('a guard\'s refusal after the identity is bound to request.log: the subject and hash once', async (t) => {
+  const { stream, raw, lines } = logCapture()
+  const { url } = await start(t, {}, (app) => {
+    app.get('/payments', { onRequest: app.mtls.require({ subject: { OU: 'nobody' } }) }, async () => 'ok')
+  }, stream)
+  t.equal((await call(url, '/payments', client(partner.leaf))).status, 403)
+  const line = raw.find((l) => l.includes('client certificate rejected'))
+  t.ok(line !== undefined, 'the rejection line')
+  t.equal(keyCount(line ?? '', 'tls.client.subject'), 1)
+  t.equal(keyCount(line ?? '', 'tls.client.hash.sha256'), 1)
+  t.match(lines.find((l) => l.msg === 'client certificate rejected'), { 'tls.client.subject': 'O=Partner,OU=payments,CN=svc', 'tls.client.issuer': String, 'mtls.code': 'FST_MTLS_FORBIDDEN' })
 })
 
 // ---------------------------------------------------------------- @fastify/rate-limit recipe
