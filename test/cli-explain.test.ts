@@ -1,8 +1,8 @@
 // `fastify-mtls-auth explain` and `inspect` as a user runs them: the built CLI in a child
 // process, certificate files in a temporary folder (removed at teardown).
 import t, { type Test } from 'tap'
-import { execFile } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { execFile, execFileSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -23,12 +23,15 @@ const file = (name: string, content: string | Buffer): string => {
 }
 
 interface Run { code: number, stdout: string, stderr: string }
-function run (...args: string[]): Promise<Run> {
+function runWith (env: Record<string, string>, args: string[]): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { cwd: dir, timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [cli, ...args], { cwd: dir, timeout: 30_000, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       resolve({ code: err === null ? 0 : (err as { code?: number }).code ?? -1, stdout, stderr })
     })
   })
+}
+function run (...args: string[]): Promise<Run> {
+  return runWith({}, args)
 }
 
 const DAY = 86400e3
@@ -83,8 +86,8 @@ async function rejected (t: Test, args: string[], code: string, because: RegExp)
 }
 
 /** asserts bad input: exit 2, one line on stderr naming the problem, nothing on stdout */
-async function badInput (t: Test, args: string[], message: RegExp): Promise<void> {
-  const r = await run(...args)
+async function badInput (t: Test, args: string[], message: RegExp, env: Record<string, string> = {}): Promise<void> {
+  const r = await runWith(env, args)
   t.equal(r.code, 2, `${String(message)}: exit 2`)
   t.equal(r.stdout, '', 'nothing on stdout')
   t.equal(r.stderr.trimEnd().split('\n').length, 1, `one line: ${r.stderr.trimEnd()}`)
@@ -207,4 +210,66 @@ t.test('inspect: SANs and SPIFFE ID; --json equals what buildIdentity gives', as
   const der = await run('inspect', f.leafDer, '--json')
   t.equal(der.code, 0)
   t.same(JSON.parse(der.stdout).certificates[0], doc.certificates[0], 'DER input gives the same')
+})
+
+t.test('--help and the docs say what explain cannot see: learned intermediates, https.ca, and how to cut off a CA', async (t) => {
+  const r = await run('explain', '--help')
+  t.equal(r.code, 0)
+  const help = r.stdout.replace(/\s+/g, ' ')
+  t.match(help, /learned from earlier clients' chains \(kept across reload\)/)
+  t.match(help, /getPeerCertificate\(true\) adds from the server's https `ca`/)
+  t.match(help, /Removing a CA from `intermediates` does not cut it off .*: use `deny` or a CRL/)
+  const doc = readFileSync(join(root, 'docs', 'troubleshooting.md'), 'utf8').replace(/\s+/g, ' ')
+  t.match(doc, /intermediates it \*learned\* from earlier clients' chains \(up to 256, kept across `reload\(\)`\)/)
+  t.match(doc, /`getPeerCertificate\(true\)` adds to the presented chain the issuers it finds in the server's `https` `ca` option/)
+  t.match(doc, /removing a CA from `intermediates` does not cut it off: to stop accepting clients under a CA, name it in `deny` or revoke it with a CRL/)
+})
+
+t.test('--intermediates stands in for what the plugin learned: UNTRUSTED without, accepted with', async (t) => {
+  const leafOnly = file('leaf-only.pem', good.leaf.pem)
+  await rejected(t, ['--cert', leafOnly, '--ca', f.ca], 'FST_MTLS_CERT_UNTRUSTED', /no path from/)
+  const r = await run('explain', '--cert', leafOnly, '--ca', f.ca, '--intermediates', f.inter)
+  t.equal(r.code, 0, r.stdout)
+})
+
+t.test('a policy module or check that never settles: one line and exit 2 within the time limit', async (t) => {
+  const fast = { MTLS_EXPLAIN_TIMEOUT_MS: '300' }
+  const pendingCheck = file('pending-check.mjs', 'export default { check: () => new Promise(() => {}) }\n')
+  const pendingImport = file('pending-import.mjs', 'await new Promise(() => {})\nexport default {}\n')
+  const busyCheck = file('busy-check.mjs', 'export default { check: () => { setInterval(() => {}, 1000); return new Promise(() => {}) } }\n')
+  const busyImport = file('busy-import.mjs', 'setInterval(() => {}, 1000)\nawait new Promise(() => {})\nexport default {}\n')
+  const throwsNull = file('throws-null.mjs', 'throw null\n')
+  const throwsString = file('throws-string.mjs', 'throw "no policy today"\n')
+  await badInput(t, ['explain', ...base, '--policy', pendingCheck], /^fastify-mtls-auth: --policy .*pending-check\.mjs: the policy did not settle within 300 ms/, fast)
+  await badInput(t, ['explain', ...base, '--policy', pendingImport], /^fastify-mtls-auth: --policy .*pending-import\.mjs: the module did not finish loading within 300 ms/, fast)
+  await badInput(t, ['explain', ...base, '--policy', busyCheck], /--policy .*busy-check\.mjs: the policy did not settle within 300 ms/, fast)
+  await badInput(t, ['explain', ...base, '--policy', busyImport], /--policy .*busy-import\.mjs: the module did not finish loading within 300 ms/, fast)
+  await badInput(t, ['explain', ...base, '--policy', throwsNull], /^fastify-mtls-auth: --policy .*throws-null\.mjs: cannot load the module: null\n$/)
+  await badInput(t, ['explain', ...base, '--policy', throwsString], /cannot load the module: no policy today\n$/)
+  await badInput(t, ['explain', ...base, '--policy', f.esmGood], /MTLS_EXPLAIN_TIMEOUT_MS must be an integer >= 1/, { MTLS_EXPLAIN_TIMEOUT_MS: 'soon' })
+  // a policy that settles in time is unaffected by a short limit
+  const ok = await runWith(fast, ['explain', ...base, '--policy', f.esmGood])
+  t.equal(ok.code, 0, ok.stderr)
+  const help = await run('explain', '--help')
+  t.match(help.stdout, /10 s/, '--help states the time limit')
+})
+
+t.test('inspect and explain read only regular files of at most 16 MiB', async (t) => {
+  const big = join(dir, 'big.pem')
+  writeFileSync(big, '')
+  truncateSync(big, 16 * 1024 * 1024 + 1)
+  const limit = join(dir, 'limit.pem')
+  writeFileSync(limit, '')
+  truncateSync(limit, 16 * 1024 * 1024)
+  await badInput(t, ['inspect', '/dev/zero'], /^fastify-mtls-auth: cannot read \/dev\/zero: not a regular file\n$/)
+  await badInput(t, ['inspect', dir], /cannot read .*: is a directory\n$/)
+  await badInput(t, ['inspect', big], /cannot read .*big\.pem: too large \(16777217 bytes, the limit is 16777216 bytes = 16 MiB\)/)
+  await badInput(t, ['inspect', limit], /limit\.pem: no PEM "CERTIFICATE" block and not DER/)
+  await badInput(t, ['explain', '--cert', '/dev/zero', '--ca', f.ca], /--cert \/dev\/zero: not a regular file/)
+  await badInput(t, ['explain', '--cert', f.chain, '--ca', '/dev/zero'], /--ca \/dev\/zero: not a regular file/)
+  await badInput(t, ['explain', ...base, '--crl', big], /--crl .*big\.pem: too large/)
+  await badInput(t, ['explain', ...base, '--policy', '/dev/zero'], /--policy \/dev\/zero: expected a \.json file/)
+  const fifo = join(dir, 'pipe.pem')
+  execFileSync('mkfifo', [fifo])
+  await badInput(t, ['inspect', fifo], /pipe\.pem: not a regular file/)
 })

@@ -1,8 +1,8 @@
 // fastify-mtls-auth explain: runs the plugin's verifier and policy compiler on a certificate
 // and prints every check with its outcome, then the code the plugin would send and what to do.
-import { existsSync } from 'node:fs'
+import { existsSync, realpathSync } from 'node:fs'
 import { extname, resolve } from 'node:path'
-import { pathToFileURL } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { InputError, toDerList } from '../der/pem.js'
 import { getCrl } from '../der/store.js'
 import { explainChain, readCertificates, type Explanation, type ExplainStep, type Hint, type PolicyLine } from '../explain.js'
@@ -31,7 +31,8 @@ options:
   --policy <file>               a policy: JSON (strings only) or an ES module (.mjs, .js)
                                 whose default export is a Policy (RegExps, check functions);
                                 check functions get the stand-in request
-                                { method: 'GET', url: '/', headers: {} }
+                                { method: 'GET', url: '/', headers: {} }; the module must
+                                load, and the policy settle, within 10 s
   --at <ISO date>               verify at this time instead of now (e.g. 2030-01-01T00:00:00Z)
   --purpose <p>                 clientAuth (default, as the plugin), serverAuth or any
   --require-client-auth-eku     as the plugin's requireClientAuthEku: the leaf must have
@@ -44,9 +45,15 @@ options:
 
 Not covered: the deny list, CRLs fetched from distribution points, OCSP, and
 crlMode 'soft-fail' (explain reports a stale or missing CRL as the hard-fail
-default does).
+default does). Nor the other intermediates the plugin can use, so explain may say
+FST_MTLS_UNTRUSTED for a client the plugin accepts: those it learned from earlier
+clients' chains (kept across reload) and, over direct TLS, the issuers Node's
+getPeerCertificate(true) adds from the server's https \`ca\`; pass them with
+--intermediates to see the plugin's verdict. Removing a CA from \`intermediates\`
+does not cut it off (the plugin may have learned it): use \`deny\` or a CRL.
 
-exit codes: 0 accepted, 1 rejected, 2 bad input.`
+exit codes: 0 accepted, 1 rejected, 2 bad input (files must be regular files of at
+most 16 MiB).`
 
 const OPTIONS = {
   cert: { type: 'string' },
@@ -105,6 +112,56 @@ async function crl (file: string): Promise<Buffer> {
   return bytes
 }
 
+/** How long a policy module may take to load, and its checks to settle (MTLS_EXPLAIN_TIMEOUT_MS overrides, for tests). */
+function timeLimitMs (): number {
+  const v = process.env.MTLS_EXPLAIN_TIMEOUT_MS
+  if (v === undefined || v === '') return 10_000
+  if (!/^[0-9]+$/.test(v) || Number(v) < 1) throw new CliError(`MTLS_EXPLAIN_TIMEOUT_MS must be an integer >= 1 (milliseconds), got ${JSON.stringify(v)}`)
+  return Number(v)
+}
+
+function seconds (ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`
+}
+
+/** The module that runs as the command line (dist/cli/main.js), to tell the bin from an import by tests. */
+function isBin (): boolean {
+  const invoked = process.argv[1]
+  if (invoked === undefined) return false
+  try {
+    return realpathSync(invoked) === fileURLToPath(new URL('./main.js', import.meta.url))
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Waits for a promise from user code (a policy module, a check) at most `ms`. The timer is
+ * referenced while waiting, so a promise that can never settle still ends in the time limit's
+ * error rather than in Node's exit 13 (a pending top-level await when the loop drains). When the
+ * limit is hit, user code may keep the loop alive (an interval, a socket): the bin then exits
+ * once the dispatcher has printed the error and set the exit code.
+ */
+async function within<T> (work: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const limit = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      if (isBin()) setTimeout(() => process.exit(), 50).unref()
+      reject(new CliError(message))
+    }, ms)
+  })
+  try {
+    return await Promise.race([work, limit])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+function reason (err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err)
+  return text.split('\n')[0] as string
+}
+
 async function loadPolicy (file: string): Promise<Policy> {
   const ext = extname(file).toLowerCase()
   if (ext === '.json') {
@@ -118,10 +175,13 @@ async function loadPolicy (file: string): Promise<Policy> {
   if (ext !== '.mjs' && ext !== '.js') throw new CliError(`--policy ${file}: expected a .json file or an ES module (.mjs, .js)`)
   await readInput(file, '--policy')
   let mod: { default?: unknown }
+  const ms = timeLimitMs()
   try {
-    mod = await import(pathToFileURL(resolve(file)).href) as { default?: unknown }
+    mod = await within(import(pathToFileURL(resolve(file)).href) as Promise<{ default?: unknown }>, ms,
+      `--policy ${file}: the module did not finish loading within ${seconds(ms)} (a top-level await that never settles?)`)
   } catch (err) {
-    throw new CliError(`--policy ${file}: cannot load the module: ${((err as Error).message ?? String(err)).split('\n')[0] as string}`)
+    if (err instanceof CliError) throw err
+    throw new CliError(`--policy ${file}: cannot load the module: ${reason(err)}`)
   }
   if (mod.default === undefined) throw new CliError(`--policy ${file}: the module has no default export (export default { ... } a Policy)`)
   return mod.default as Policy
@@ -221,8 +281,9 @@ export const command: Command = {
     const policy = policyFile === undefined ? undefined : await loadPolicy(policyFile)
 
     let e: Explanation
+    const ms = timeLimitMs()
     try {
-      e = await explainChain({
+      const explained = explainChain({
         leaf,
         trustAnchors: labelled,
         intermediates,
@@ -235,7 +296,11 @@ export const command: Command = {
         ...(clockToleranceSec === undefined ? {} : { clockToleranceSec }),
         ...(policy === undefined ? {} : { policy })
       })
+      e = policy === undefined
+        ? await explained
+        : await within(explained, ms, `--policy ${policyFile as string}: the policy did not settle within ${seconds(ms)} (a check whose promise never settles?)`)
     } catch (err) {
+      if (err instanceof CliError) throw err
       if (err instanceof PolicyError) throw new CliError(`--policy ${policyFile as string}: ${err.message}`)
       if (err instanceof InputError) throw new CliError((err.message.split('\n')[0] as string).replace(/^trustAnchors/, '--ca'))
       throw err

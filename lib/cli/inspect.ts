@@ -1,5 +1,5 @@
 // fastify-mtls-auth inspect <cert|chain file> [--json]: a certificate as the plugin sees it.
-import { readFile } from 'node:fs/promises'
+import { open, stat, type FileHandle } from 'node:fs/promises'
 import { InputError } from '../der/pem.js'
 import { inspectCertificates, keyText, type CertificateReport } from '../explain.js'
 import { CliError, parse, type Command } from './common.js'
@@ -18,16 +18,43 @@ options:
   --json     print a JSON document { certificates: [...] } instead of text
   --help     this text
 
-exit codes: 0 shown, 2 bad input (missing file, not a certificate).`
+exit codes: 0 shown, 2 bad input (missing file, not a regular file, larger than
+16 MiB, not a certificate).`
 
-/** Reads a file for a command, as one line on failure. */
+/** The largest input file read: certificates, CRLs and policies are far smaller. */
+export const MAX_INPUT_BYTES = 16 * 1024 * 1024
+
+/**
+ * Reads a file for a command, as one line on failure. Only a regular file of at most
+ * MAX_INPUT_BYTES: a device (/dev/zero), a FIFO or a huge file is refused before reading.
+ */
 export async function readInput (path: string, what: string): Promise<Buffer> {
+  let handle: FileHandle | undefined
   try {
-    return await readFile(path)
+    // stat before opening: opening a FIFO would wait for a writer
+    const before = await stat(path)
+    if (!before.isFile()) throw new CliError(`${what} ${path}: ${before.isDirectory() ? 'is a directory' : 'not a regular file'}`)
+    handle = await open(path, 'r')
+    const st = await handle.stat()
+    if (!st.isFile()) throw new CliError(`${what} ${path}: not a regular file`)
+    if (st.size > MAX_INPUT_BYTES) throw new CliError(`${what} ${path}: too large (${st.size} bytes, the limit is ${MAX_INPUT_BYTES} bytes = 16 MiB)`)
+    // read at most one byte more than its size: a file that grows while it is read is refused
+    const buf = Buffer.alloc(st.size + 1)
+    let n = 0
+    while (n < buf.length) {
+      const { bytesRead } = await handle.read(buf, n, buf.length - n, n)
+      if (bytesRead === 0) break
+      n += bytesRead
+    }
+    if (n > st.size) throw new CliError(`${what} ${path}: the file grew while it was read`)
+    return buf.subarray(0, n)
   } catch (err) {
+    if (err instanceof CliError) throw err
     const e = err as NodeJS.ErrnoException
     const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'is a directory' : e.code === 'EACCES' ? 'permission denied' : e.message
     throw new CliError(`${what} ${path}: ${why}`)
+  } finally {
+    await handle?.close()
   }
 }
 
