@@ -519,7 +519,7 @@ export async function explainChain (options: ExplainOptions): Promise<Explanatio
       return
     }
     const failed = i === failedIndex
-    const facts = describeCheck(check, path, at, purpose, options.requireClientAuthEku === true, chosen, crls.length)
+    const facts = describeCheck(check, path, at, purpose, options.requireClientAuthEku === true, chosen, crls.length, (options.clockToleranceSec ?? 0) * 1000)
     if (failed) add(step, 'fail', chosen.message as string, facts.details)
     else add(step, facts.status ?? 'pass', facts.summary, facts.details)
   })
@@ -550,7 +550,17 @@ export async function explainChain (options: ExplainOptions): Promise<Explanatio
 
 interface Facts { status?: StepStatus, summary: string, details: string[] }
 
-function describeCheck (check: PathCheckName, path: readonly ParsedCertificate[], at: Date, purpose: VerifyPurpose, requireEku: boolean, chosen: PathEvent, crlCount: number): Facts {
+/** The annotation of a validity line, compared exactly as the verifier does (whole seconds, then the tolerance). */
+function validityNote (c: { notBefore: Date, notAfter: Date }, at: Date, toleranceMs: number): string {
+  const t = Math.floor(at.getTime() / 1000) * 1000
+  if (t > c.notAfter.getTime() + toleranceMs) return ' (expired)'
+  if (t < c.notBefore.getTime() - toleranceMs) return ' (not yet valid)'
+  if (t > c.notAfter.getTime()) return ' (past notAfter, within the clock tolerance)'
+  if (t < c.notBefore.getTime()) return ' (before notBefore, within the clock tolerance)'
+  return ''
+}
+
+function describeCheck (check: PathCheckName, path: readonly ParsedCertificate[], at: Date, purpose: VerifyPurpose, requireEku: boolean, chosen: PathEvent, crlCount: number, toleranceMs: number): Facts {
   const n = path.length
   switch (check) {
     case 'weak':
@@ -561,7 +571,7 @@ function describeCheck (check: PathCheckName, path: readonly ParsedCertificate[]
     case 'validity':
       return {
         summary: `every certificate is valid at ${iso(at)}`,
-        details: path.map((c, i) => `${roleOf(i, n)}: ${iso(c.notBefore)} to ${iso(c.notAfter)}${c.notAfter.getTime() < at.getTime() ? ' (expired)' : c.notBefore.getTime() > at.getTime() ? ' (not yet valid)' : ''}`)
+        details: path.map((c, i) => `${roleOf(i, n)}: ${iso(c.notBefore)} to ${iso(c.notAfter)}${validityNote(c, at, toleranceMs)}`)
       }
     case 'structure':
       return {

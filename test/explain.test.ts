@@ -345,3 +345,40 @@ t.test('the commands in-process', async (t) => {
   t.match(one.out, /^certificate\n/)
   t.match(one.out, /SPIFFE ID: +spiffe:\/\/lib\.example\/ns\/svc/)
 })
+
+t.test('the validity annotation is computed as the verifier compares: whole seconds, then the clock tolerance', async (t) => {
+  const anchors = good.root.pem
+  // inside the intermediate's validity (from an hour ago): only the leaf's dates are at stake
+  const end = new Date(Math.floor((now + DAY) / 1000) * 1000)
+  const start = new Date(Math.floor((now - 600e3) / 1000) * 1000)
+  const leaf = await issue({ subject: 'CN=edge', issuer: inter, notBefore: start, notAfter: end })
+  const chain = leaf.pem + inter.pem
+  const leafLine = (e: Explanation): string => e.steps[4]!.details[0] as string
+
+  // 900 ms past notAfter: the verifier compares whole seconds and accepts
+  const sameSecond = await both(t, 'within the second of notAfter', { leaf: chain, trustAnchors: anchors, at: new Date(end.getTime() + 900) })
+  t.equal(sameSecond.accepted, true)
+  t.equal(sameSecond.steps[4]!.status, 'pass')
+  t.notMatch(leafLine(sameSecond), /expired|tolerance/, 'no "(expired)" next to a ✓')
+  // a second past notAfter: expired
+  const oneSecond = await both(t, 'one second past notAfter', { leaf: chain, trustAnchors: anchors, at: new Date(end.getTime() + 1000) })
+  t.equal(oneSecond.code, 'FST_MTLS_CERT_EXPIRED')
+  t.match(leafLine(oneSecond), /\(expired\)$/)
+  // 30 s past notAfter with clockToleranceSec 60: accepted, and said to be within the tolerance
+  const tolerated = await both(t, 'past notAfter within the tolerance', { leaf: chain, trustAnchors: anchors, at: new Date(end.getTime() + 30_000), clockToleranceSec: 60 })
+  t.equal(tolerated.accepted, true)
+  t.equal(tolerated.steps[4]!.status, 'pass')
+  t.match(leafLine(tolerated), /\(past notAfter, within the clock tolerance\)$/)
+  t.notMatch(leafLine(tolerated), /\(expired\)/)
+  const beyond = await both(t, 'past notAfter beyond the tolerance', { leaf: chain, trustAnchors: anchors, at: new Date(end.getTime() + 61_000), clockToleranceSec: 60 })
+  t.equal(beyond.code, 'FST_MTLS_CERT_EXPIRED')
+  t.match(leafLine(beyond), /\(expired\)$/)
+  // the same at notBefore
+  const early = await both(t, 'before notBefore within the tolerance', { leaf: chain, trustAnchors: anchors, at: new Date(start.getTime() - 30_000), clockToleranceSec: 60 })
+  t.equal(early.accepted, true)
+  t.match(leafLine(early), /\(before notBefore, within the clock tolerance\)$/)
+  t.notMatch(leafLine(early), /not yet valid/)
+  const tooEarly = await both(t, 'before notBefore beyond the tolerance', { leaf: chain, trustAnchors: anchors, at: new Date(start.getTime() - 61_000), clockToleranceSec: 60 })
+  t.equal(tooEarly.code, 'FST_MTLS_CERT_NOT_YET_VALID')
+  t.match(leafLine(tooEarly), /\(not yet valid\)$/)
+})
