@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import { request as undiciRequest, type Dispatcher } from 'undici'
 import * as testing from '../lib/testing/index.js'
+import { issue, makeCrl, newKey } from './helpers/pki.js'
 
 // <docs/testing.md>
 import assert from 'node:assert/strict'
@@ -173,7 +174,7 @@ t.test('revocation: revoke, crl and pluginOptions', async (t) => {
   const own = await testing.createTestPki()
   const empty = own.crl()
   t.match(empty, /^-----BEGIN X509 CRL-----/)
-  t.same(own.pluginOptions(), { ca: own.root.pem, crl: empty })
+  t.same(own.pluginOptions(), { ca: own.root.pem, intermediates: [own.clientCa.pem], crl: empty })
   const server = await serve(own)
   t.teardown(server.close)
   t.match(server.app.mtls.status().crls, [{ revoked: 0, stale: false }], 'the plugin loaded the empty CRL')
@@ -213,6 +214,23 @@ t.test('revocation: revoke, crl and pluginOptions', async (t) => {
   await t.rejects(own.revoke(await shared.client({ cn: 'other-pki' })), { name: 'TypeError' }, 'another test PKI\'s client')
   await t.rejects(own.revoke(null as unknown as testing.TestClient), { name: 'TypeError' })
   await t.rejects(own.revoke({ der: 'x' } as unknown as testing.TestClient), { name: 'TypeError' })
+})
+
+t.test('pluginOptions: the client CA is configured, so the CRL is checked at start-up and nothing is logged about it', async (t) => {
+  const lines: string[] = []
+  const app = Fastify({ https: shared.httpsOptions(), logger: { level: 'warn', stream: { write: (l: string) => { lines.push(l) } } } })
+  t.teardown(() => app.close())
+  await app.register(fastifyMtls, shared.pluginOptions())
+  await app.ready()
+  t.same(lines.filter((l) => /fastify-mtls-auth/.test(l)), [], 'no warning from the plugin at start-up')
+  t.match(app.mtls.status().crls, [{ revoked: 0, stale: false }])
+
+  // a CRL in the client CA's name but signed by another key is refused at once
+  const impostor = await issue({ subject: shared.clientCa.subject.split(',').reverse().join(','), ca: true, key: await newKey('ec256', { fresh: true }) })
+  t.equal(new X509Certificate(impostor.pem).subject, new X509Certificate(shared.clientCa.pem).subject, 'the same CA name')
+  const forged = Fastify({ https: shared.httpsOptions(), logger: false })
+  t.teardown(() => forged.close())
+  await t.rejects(async () => { await forged.register(fastifyMtls, { ...shared.pluginOptions(), crl: (await makeCrl({ issuer: impostor })).pem }) }, /crl\[0\]: the signature of the CRL from .* does not verify with that CA's key/)
 })
 
 t.test('pluginOptions spread with the client CA alone as the anchor, as docs/testing.md suggests', async (t) => {

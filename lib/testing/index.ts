@@ -73,6 +73,11 @@ export interface TestHttpsOptions {
 export interface TestPluginOptions {
   /** the PKI's root certificate (PEM) */
   ca: string
+  /**
+   * the client CA (PEM), so that the plugin checks the CRL's signature when it starts
+   * (a CRL whose issuer is neither in `ca` nor in `intermediates` is checked only when used)
+   */
+  intermediates: string[]
   /** the client CA's current CRL (PEM): empty until {@link TestPki.revoke} */
   crl: string
 }
@@ -222,7 +227,7 @@ export async function createTestPki (options: TestPkiOptions = {}): Promise<Test
       requestCert: true,
       rejectUnauthorized: false
     }),
-    pluginOptions: () => ({ ca: root.pem, crl: currentCrl }),
+    pluginOptions: () => ({ ca: root.pem, intermediates: [clientCa.pem], crl: currentCrl }),
     dispatcher (client) {
       if (client !== undefined && (client === null || typeof client.chainPem !== 'string' || typeof client.key?.privateKeyPem !== 'string')) {
         throw new TypeError('fastify-mtls-auth/testing: dispatcher() takes a certificate made by client() or untrustedClient(), or nothing')
