@@ -43,7 +43,7 @@ const openssl = (args: string[]): Promise<Result> => exec('openssl', args, { cwd
 
 /** A refusal: one line on stderr, no stack trace, a non-zero exit, nothing on stdout. */
 function refused (t: Test, r: Result, pattern: RegExp, what: string): void {
-  t.not(r.code, 0, `${what}: non-zero exit`)
+  t.equal(r.code, 2, `${what}: exit code 2 (bad input)`)
   t.equal(r.stderr.split('\n').filter((l) => l !== '').length, 1, `${what}: exactly one line on stderr (${JSON.stringify(r.stderr)})`)
   t.notMatch(r.stderr, /\n\s+at /, `${what}: no stack trace`)
   t.match(r.stderr, /^fastify-mtls-auth: /)
@@ -317,4 +317,88 @@ console.log(JSON.stringify(loaded))`
   refused(t, missing, /the pki command needs the optional dependencies .*reinstall without --omit=optional/, 'optional dependencies missing')
   const help = await exec(process.execPath, [join(bare, 'dist', 'cli', 'main.js'), 'pki', 'issue', '--help'], { cwd: bare, env })
   t.equal(help.code, 0, '--help still works without them')
+})
+
+t.test('concurrent commands: the folder lock keeps every issue and revoke, CRL numbers never repeat', async (t) => {
+  const conc = join(tmp, 'concurrent')
+  t.equal((await cli(['pki', 'init', conc])).code, 0)
+  const issued = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => cli(['pki', 'issue', `c${i}`, '--dir', conc])))
+  issued.forEach((r, i) => t.equal(r.code, 0, `issue c${i}: ${r.stderr}`))
+  type Index = { crlNumber: number, issued: Array<{ name: string, serialHex: string }>, revoked: Array<{ serialHex: string }> }
+  const readIndex = async (): Promise<Index> => JSON.parse(await readFile(join(conc, 'index.json'), 'utf8')) as Index
+  t.same((await readIndex()).issued.map((r) => r.name).sort(), ['c0', 'c1', 'c2', 'c3', 'c4', 'c5'], '6 concurrent issues: 6 index entries')
+  const revoked = await Promise.all([0, 1, 2, 3, 4].map((i) => cli(['pki', 'revoke', `c${i}`, '--dir', conc])))
+  revoked.forEach((r, i) => t.equal(r.code, 0, `revoke c${i}: ${r.stderr}`))
+  const index = await readIndex()
+  const serials = index.issued.filter((r) => r.name !== 'c5').map((r) => r.serialHex).sort()
+  t.same(index.revoked.map((r) => r.serialHex).sort(), serials, '5 concurrent revokes: all 5 serials in index.json')
+  const numbers = revoked.map((r) => Number(/CRL #(\d+)/.exec(r.stdout)?.[1])).sort((a, b) => a - b)
+  t.same(numbers, [2, 3, 4, 5, 6], 'distinct CRL numbers, one after another')
+  t.equal(index.crlNumber, 6)
+  const text = (await exec('openssl', ['crl', '-in', join(conc, 'crl.pem'), '-noout', '-text'])).stdout
+  for (const serial of serials) t.match(text, new RegExp(`Serial Number: ${serial}\\b`, 'i'), `the CRL lists ${serial}`)
+  t.match(text, /X509v3 CRL Number: \n\s+6\b/, 'the CRL on disk is the last one')
+  t.notOk(existsSync(join(conc, '.lock')), 'no lock left behind')
+})
+
+t.test('init refuses a folder holding any file it would write, before writing anything', async (t) => {
+  for (const name of ['README.md', 'crl.pem', 'server.key']) {
+    const folder = join(tmp, `init-${name}`)
+    await mkdir(folder)
+    await writeFile(join(folder, name), 'mine\n')
+    refused(t, await cli(['pki', 'init', folder]), new RegExp(`already holds a PKI \\(${name.replace('.', '\\.')}\\); use --force`), `init over ${name}`)
+    t.equal(await readFile(join(folder, name), 'utf8'), 'mine\n', `${name} untouched`)
+    t.notOk(existsSync(join(folder, 'root.key')), 'nothing written')
+  }
+})
+
+t.test('--force never replaces an unrevoked certificate; sign removes a stale key that is not the requester\'s', async (t) => {
+  const conc = join(tmp, 'concurrent')
+  const c5 = await readFile(join(conc, 'c5.pem'), 'utf8')
+  refused(t, await cli(['pki', 'issue', 'c5', '--dir', conc, '--force']), /c5\.pem .* is not revoked: revoke it first with pki revoke c5, then use --force/, 'issue --force over an unrevoked certificate')
+  t.equal(await readFile(join(conc, 'c5.pem'), 'utf8'), c5, 'c5.pem untouched')
+  const partner = join(tmp, 'partner-force')
+  await mkdir(partner)
+  t.equal((await cli(['pki', 'csr', 'p', '--dir', partner])).code, 0)
+  refused(t, await cli(['pki', 'sign', join(partner, 'p.csr'), '--name', 'c5', '--dir', conc, '--force']), /is not revoked: revoke it first with pki revoke c5/, 'sign --force over an unrevoked certificate')
+
+  const again = await cli(['pki', 'issue', 'c0', '--dir', conc, '--force'])
+  t.equal(again.code, 0, `issue --force over a revoked certificate: ${again.stderr}`)
+  const signed = await cli(['pki', 'sign', join(partner, 'p.csr'), '--name', 'c1', '--dir', conc, '--force'])
+  t.equal(signed.code, 0, signed.stderr)
+  t.match(signed.stdout, /removed .*c1\.key \(it did not match/)
+  t.notOk(existsSync(join(conc, 'c1.key')), 'the old c1.key is gone')
+
+  await cp(join(conc, 'c0.key'), join(conc, 'lone.key'))
+  const lone = await cli(['pki', 'sign', join(partner, 'p.csr'), '--name', 'lone', '--dir', conc])
+  t.equal(lone.code, 0, `sign without --force is not refused by a stale key: ${lone.stderr}`)
+  t.notOk(existsSync(join(conc, 'lone.key')), 'the stale lone.key is gone')
+  t.equal((await cli(['pki', 'csr', 'own', '--dir', conc])).code, 0)
+  const own = await cli(['pki', 'sign', join(conc, 'own.csr'), '--name', 'own', '--dir', conc])
+  t.equal(own.code, 0, own.stderr)
+  t.ok(existsSync(join(conc, 'own.key')), 'a key that matches the CSR stays')
+  t.equal((await cli(['pki', 'p12', 'own', '--password', 'pw', '--dir', conc])).code, 0, 'and p12 works with it')
+})
+
+t.test('revoke reuses the CRL lifetime of the last pki crl --days', async (t) => {
+  const conc = join(tmp, 'concurrent')
+  const lifetime = async (): Promise<number> => {
+    const out = (await exec('openssl', ['crl', '-in', join(conc, 'crl.pem'), '-noout', '-lastupdate', '-nextupdate'])).stdout
+    return (Date.parse(/nextUpdate=(.+)/.exec(out)?.[1] ?? '') - Date.parse(/lastUpdate=(.+)/.exec(out)?.[1] ?? '')) / 86400e3
+  }
+  t.equal(await lifetime(), 7, 'default 7 days')
+  t.equal((await cli(['pki', 'crl', '--days', '3', '--dir', conc])).code, 0)
+  const r = await cli(['pki', 'revoke', 'c5', '--dir', conc])
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, /next update in 3 days/)
+  t.equal(await lifetime(), 3, 'revoke kept --days 3')
+  t.match(JSON.parse(await readFile(join(conc, 'index.json'), 'utf8')), { crlDays: 3 })
+})
+
+t.test('system errors are one line without a doubled code; reserved names in any case', async (t) => {
+  const conc = join(tmp, 'concurrent')
+  const r = await cli(['pki', 'crl', '--dir', conc, '--out', join(tmp, 'no-such-folder', 'x.crl')])
+  refused(t, r, /^fastify-mtls-auth: ENOENT: no such file or directory/, 'writing into a missing folder')
+  t.notMatch(r.stderr, /ENOENT: ENOENT/)
+  for (const name of ['ROOT', 'Client-CA', 'Readme', 'INDEX']) refused(t, await cli(['pki', 'issue', name, '--dir', conc]), /is reserved/, `the name ${name}`)
 })

@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import { Buffer } from 'node:buffer'
 import { execFile } from 'node:child_process'
 import { createPublicKey, X509Certificate } from 'node:crypto'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { once } from 'node:events'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -357,4 +357,87 @@ t.test('keys and inputs from JavaScript callers: checked, refused with PkiError'
   t.equal(new x509.X509Crl(oddSerial.der).entries[0]?.serialNumber, '0123', 'hex with 0x, colons and an odd length')
   const numbered = new x509.X509Crl((await createCrl({ issuer: pki.clientCa, crlNumber: 2 })).der).getExtension('2.5.29.20')
   t.equal(Buffer.from(numbered!.value).toString('hex'), '020102', 'crlNumber 2')
+})
+
+t.test('the client CA is limited to clientAuth: a server certificate under it is refused by OpenSSL', async (t) => {
+  const pki = pkiOf('ec')
+  t.equal(new x509.X509Certificate(pki.clientCa.der).getExtension(x509.ExtendedKeyUsageExtension)?.usages.join(), '1.3.6.1.5.5.7.3.2', 'client CA: extendedKeyUsage clientAuth')
+  const rogue = await createCertificate({ subject: { cn: 'localhost' }, issuer: pki.clientCa, altNames: { dns: ['localhost'] }, extKeyUsage: ['serverAuth'] })
+  const [rootFile, caFile, rogueFile] = await Promise.all([tmpFile(pki.root.pem, 'pem'), tmpFile(pki.clientCa.pem, 'pem'), tmpFile(rogue.pem, 'pem')])
+  const r = await run('openssl', ['verify', '-purpose', 'sslserver', '-CAfile', rootFile, '-untrusted', caFile, rogueFile])
+  t.not(r.code, 0, 'a serverAuth certificate minted with the client CA key does not verify as a server')
+  t.match(r.stdout + r.stderr, /unsupported certificate purpose|purpose/)
+  const client = await issueClient(pki, { cn: 'eku-check' })
+  const ok = await run('openssl', ['verify', '-purpose', 'sslclient', '-CAfile', rootFile, '-untrusted', caFile, await tmpFile(client.pem, 'pem')])
+  t.equal(ok.code, 0, `clients still verify: ${ok.stdout}${ok.stderr}`)
+})
+
+t.test('SANs: non-ASCII, spaces and control characters in DNS, URI and email names are refused', async (t) => {
+  const pki = pkiOf('ec')
+  const key = await generateKey('ec')
+  const bad: Array<[string, { dns?: string[], uri?: string[], email?: string[] }]> = [
+    ['IDN not in xn-- form', { dns: ['bücher.example'] }],
+    ['control character in a DNS name', { dns: ['a\u0000b.example'] }],
+    ['non-ASCII URI', { uri: ['spiffe://example.org/ü'] }],
+    ['a space in a URI', { uri: ['https://example.org/a b'] }],
+    ['newline in an email', { email: ['a@example.org\nb'] }],
+    ['non-ASCII email', { email: ['ü@example.org'] }]
+  ]
+  for (const [what, altNames] of bad) {
+    await t.rejects(createCertificate({ subject: { cn: 'x' }, issuer: pki.clientCa, altNames }), PkiError, `createCertificate: ${what}`)
+    await t.rejects(createCsr({ subject: { cn: 'x' }, key, altNames }), PkiError, `createCsr: ${what}`)
+  }
+  const csr = await createCsr({ subject: { cn: 'x' }, key })
+  await t.rejects(signCsr(csr, { subject: { cn: 'x' }, issuer: pki.clientCa, altNames: { dns: ['bücher.example'] } }), /altNames\.dns .* non-ASCII/, 'signCsr')
+  await t.rejects(issueClient(pki, { cn: 'x', altNames: { email: ['ü@example.org'] } }), PkiError, 'issueClient')
+  const good = await createCertificate({ subject: { cn: 'x' }, issuer: pki.clientCa, altNames: { dns: ['xn--bcher-kva.example'], uri: ['https://example.org/a%20b'], email: ['a@example.org'] } })
+  t.match(new X509Certificate(good.der).subjectAltName, /DNS:xn--bcher-kva\.example/, 'ASCII forms are accepted')
+})
+
+t.test('createCrl refuses invalid dates; readIndex refuses a bad revocation date', async (t) => {
+  const issuer = pkiOf('ec').clientCa
+  const nan = new Date(NaN)
+  await t.rejects(createCrl({ issuer, thisUpdate: nan }), /thisUpdate must be a valid Date/)
+  await t.rejects(createCrl({ issuer, nextUpdate: nan }), /nextUpdate must be a valid Date/)
+  await t.rejects(createCrl({ issuer, nextUpdate: '2030-01-01' as unknown as Date }), /nextUpdate must be a valid Date/)
+  await t.rejects(createCrl({ issuer, revoked: [{ serialHex: '01', date: nan }] }), /revocation date of "01" must be a valid Date/)
+  await t.rejects(createCrl({ issuer, revoked: [{ serialHex: '01', date: 5 as unknown as Date }] }), PkiError)
+  const { readIndex } = await import('../lib/pki/directory.js')
+  const dir = await mkdtemp(join(tmp, 'index-'))
+  const index = { version: 1, crlNumber: 1, issued: [], revoked: [{ serialHex: '01', date: 'yesterday' }] }
+  await writeFile(join(dir, 'index.json'), JSON.stringify(index))
+  await t.rejects(readIndex(dir), /revoked entry without a valid serialHex and date/)
+  index.revoked[0]!.date = new Date().toISOString()
+  await writeFile(join(dir, 'index.json'), JSON.stringify(index))
+  t.match(await readIndex(dir), { crlNumber: 1 }, 'control: a valid date loads')
+})
+
+t.test('names: C1 controls and bidi/format characters are escaped where names are printed', async (t) => {
+  const cert = await createCertificate({ subject: { cn: 'a\u0085b\u202ec\u2066d\u200fe', o: 'x\u009by' } })
+  t.equal(cert.subject, 'CN=a\\C2\\85b\\E2\\80\\AEc\\E2\\81\\A6d\\E2\\80\\8Fe,O=x\\C2\\9By')
+  t.notMatch(cert.subject, /[\u0080-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/, 'no raw control or bidi character')
+  t.equal(loadCertificate(cert.pem).subject, cert.subject, 'the same when read back')
+})
+
+t.test('the folder lock: one holder at a time; a held lock ends in a one-line error naming it', async (t) => {
+  const { withLock, LOCK_FILE } = await import('../lib/pki/directory.js')
+  const dir = await mkdtemp(join(tmp, 'lock-'))
+  let active = 0
+  let most = 0
+  const order: number[] = []
+  await Promise.all([0, 1, 2, 3].map((i) => withLock(dir, async () => {
+    active++
+    most = Math.max(most, active)
+    await new Promise((resolve) => setImmediate(resolve))
+    await writeFile(join(dir, 'x'), String(i))
+    order.push(i)
+    active--
+  })))
+  t.equal(most, 1, 'never two holders at once')
+  t.equal(order.length, 4, 'every caller ran')
+  await t.rejects(stat(join(dir, LOCK_FILE)), { code: 'ENOENT' }, 'the lock is removed after use')
+  await writeFile(join(dir, LOCK_FILE), '1\n')
+  await t.rejects(withLock(dir, async () => {}, { timeoutMs: 100 }), { name: 'PkiError', message: new RegExp(`^the PKI folder is busy: ${join(dir, LOCK_FILE).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} exists`) })
+  await t.rejects(withLock(join(dir, 'missing'), async () => {}), /no PKI in .*missing/)
+  await t.rejects(withLock(dir, async () => { throw new Error('inside') }, { timeoutMs: 100 }), /busy/, 'the stale lock is left alone')
 })

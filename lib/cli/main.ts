@@ -48,7 +48,9 @@ export async function main (args: string[], io: Io = processIo): Promise<number>
     }
     // anything else is our bug or the system's: still one line, the detail with DEBUG
     const e = err as NodeJS.ErrnoException
-    io.err(`fastify-mtls-auth: ${e.code !== undefined ? `${e.code}: ` : ''}${e.message ?? String(err)}`)
+    const message = e.message ?? String(err)
+    const prefix = typeof e.code === 'string' && !message.startsWith(e.code) ? `${e.code}: ` : ''
+    io.err(`fastify-mtls-auth: ${prefix}${message.split('\n')[0] as string}`)
     if (process.env.DEBUG !== undefined && e.stack !== undefined) io.err(e.stack)
     return 2
   }

@@ -20,7 +20,9 @@ const HELP: Record<string, string> = {
 Creates a development PKI in dir (default ./pki): a root CA, an intermediate
 client CA, a server certificate for localhost, 127.0.0.1 and ::1, an empty CRL,
 index.json and a README.md describing each file. Private keys are written with
-mode 0600. Refuses a folder that already holds a PKI unless --force.
+mode 0600. Refuses, before writing anything, a folder holding any file it
+would write (README.md, crl.pem, ... included) unless --force. root.pem is a
+development root: trust it only in the client that needs it, never system-wide.
 
   --key TYPE   key type of every key: ec (P-256, default), rsa (2048) or ed25519
   --force      replace an existing PKI in dir (its certificates stop verifying)`,
@@ -39,7 +41,8 @@ the client CA: what a client sends) into the PKI folder.
   --days N         validity in days (default 397)
   --key TYPE       key type (default: the client CA's)
   --dir DIR        the PKI folder (default ./pki)
-  --force          replace existing files of that name`,
+  --force          replace existing files of that name; refused while <name>.pem
+                   is not revoked (revoke it first with pki revoke <name>)`,
   csr: `usage: fastify-mtls-auth pki csr <name> [--cn CN] [--o ORG] [--ou UNIT]... [--dns NAME]... [--uri URI]...
          [--spiffe spiffe://...] [--email ADDRESS]... [--key rsa|ec|ed25519] [--dir DIR] [--force]
 
@@ -58,17 +61,21 @@ Send the .csr to the PKI's owner (pki sign); the key never leaves.
 Signs a certificate signing request with the client CA: writes <name>.pem and
 <name>-chain.pem into the PKI folder. The CSR's own signature must verify. The
 certificate's subject and names come from these flags (--cn defaults to the
-name), never from the CSR: check who asked before you sign.
+name), never from the CSR: check who asked before you sign. A <name>.key in
+the folder that does not match the CSR's key is removed (the key is the
+requester's).
 
   --name NAME      the files' name (required)
   --cn, --o, --ou, --dns, --uri, --email, --spiffe   as for pki issue
   --days N         validity in days (default 397)
   --dir DIR        the PKI folder (default ./pki)
-  --force          replace existing files of that name`,
+  --force          replace existing files of that name; refused while <name>.pem
+                   is not revoked (revoke it first with pki revoke <name>)`,
   revoke: `usage: fastify-mtls-auth pki revoke <name|certificate-file> [--reason REASON] [--dir DIR]
 
 Revokes a certificate issued by the client CA: records it in index.json and
-writes a fresh crl.pem (the plugin's crl option).
+writes a fresh crl.pem (the plugin's crl option), valid for the days last
+given to pki crl --days (default 7).
 
   --reason REASON   ${REASONS.join(', ')}
   --dir DIR         the PKI folder (default ./pki)`,
@@ -78,7 +85,8 @@ Re-issues the client CA's CRL (new thisUpdate, next CRL number) with every
 revoked serial of index.json.
 
   --out FILE   where to write it (default DIR/crl.pem)
-  --days N     days until nextUpdate (default 7)
+  --days N     days until nextUpdate (default: the last --days given, else 7);
+               remembered in index.json for pki revoke
   --dir DIR    the PKI folder (default ./pki)`,
   p12: `usage: fastify-mtls-auth pki p12 <name> [--password-file FILE | --password PASSWORD] [--out FILE] [--dir DIR]
 
@@ -111,6 +119,8 @@ subcommands:
   crl                 re-issue the CRL
   p12 <name>          a PKCS#12 bundle for browsers, curl and Java
 
+init, issue, sign, revoke and crl hold the folder's lock file DIR/.lock while
+they run; another command waits for it up to 10 s.
 fastify-mtls-auth pki <subcommand> --help shows its options.
 Requires the optional dependencies node-forge and @peculiar/x509.`
 
@@ -135,12 +145,12 @@ async function loadLibs (): Promise<Libs> {
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 
 /** The PKI folder's own files (lib/pki/directory.ts FILES), which a client name must not shadow. */
-const RESERVED_NAMES = new Set(['root', 'client-ca', 'server', 'crl', 'index', 'README'])
+const RESERVED_NAMES = new Set(['root', 'client-ca', 'server', 'crl', 'index', 'readme'])
 
 function checkName (name: string | undefined, what: string): string {
   if (name === undefined) throw new CliError(`missing ${what}`)
   if (!NAME_RE.test(name) || name.includes('..')) throw new CliError(`bad ${what} ${JSON.stringify(name)}: use letters, digits, '.', '_' and '-' (at most 64, no path)`)
-  if (RESERVED_NAMES.has(name) || /\.(pem|key|csr|p12)$/.test(name) || name.endsWith('-chain')) throw new CliError(`${what} ${JSON.stringify(name)} is reserved or ends like a file name: choose another`)
+  if (RESERVED_NAMES.has(name.toLowerCase()) || /\.(pem|key|csr|p12)$/.test(name) || name.endsWith('-chain')) throw new CliError(`${what} ${JSON.stringify(name)} is reserved or ends like a file name: choose another`)
   return name
 }
 
@@ -255,10 +265,12 @@ async function issue (args: string[], io: Io, getLibs: GetLibs): Promise<number>
   const type = keyType(parsed)
   const dir = str(parsed, 'dir') ?? DEFAULT_DIR
   const libs = await getLibs()
-  const pki = await libs.dir.loadPki(dir)
-  const key = await libs.pki.generateKey(type ?? pki.clientCa.key?.type ?? 'ec')
-  const cert = await libs.pki.createCertificate({ subject, key, issuer: pki.clientCa, altNames, extKeyUsage: ['clientAuth'], days })
-  const files = await libs.dir.writeClient(pki, name, cert, { force: parsed.values.force === true, via: 'issue' })
+  const { cert, files } = await libs.dir.withLock(dir, async () => {
+    const pki = await libs.dir.loadPki(dir)
+    const key = await libs.pki.generateKey(type ?? pki.clientCa.key?.type ?? 'ec')
+    const cert = await libs.pki.createCertificate({ subject, key, issuer: pki.clientCa, altNames, extKeyUsage: ['clientAuth'], days })
+    return { cert, files: await libs.dir.writeClient(pki, name, cert, { force: parsed.values.force === true, via: 'issue' }) }
+  })
   io.out(`${cert.subject} (serial ${cert.serialHex}, valid until ${cert.notAfter.toISOString()}): ${files.map((f) => shown(join(dir, f))).join(', ')}`)
   return 0
 }
@@ -296,12 +308,15 @@ async function sign (args: string[], io: Io, getLibs: GetLibs): Promise<number> 
     throw new CliError(`cannot read ${csrFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
   }
   const libs = await getLibs()
-  const pki = await libs.dir.loadPki(dir)
   const info = await libs.pki.readCsr(text)
-  const cert = await libs.pki.signCsr(text, { subject, issuer: pki.clientCa, altNames, extKeyUsage: ['clientAuth'], days })
-  const files = await libs.dir.writeClient(pki, name, cert, { force: parsed.values.force === true, via: 'sign' })
+  const { cert, files } = await libs.dir.withLock(dir, async () => {
+    const pki = await libs.dir.loadPki(dir)
+    const cert = await libs.pki.signCsr(text, { subject, issuer: pki.clientCa, altNames, extKeyUsage: ['clientAuth'], days })
+    return { cert, files: await libs.dir.writeClient(pki, name, cert, { force: parsed.values.force === true, via: 'sign' }) }
+  })
   const asked = info.subject === cert.subject ? '' : ` (the CSR asked for ${JSON.stringify(info.subject)}; ignored)`
-  io.out(`${cert.subject}${asked}, ${info.keyType} key, serial ${cert.serialHex}, valid until ${cert.notAfter.toISOString()}: ${files.map((f) => shown(join(dir, f))).join(', ')}`)
+  const removed = files.removedKey === undefined ? '' : `; removed ${shown(join(dir, files.removedKey))} (it did not match: the key is the requester's)`
+  io.out(`${cert.subject}${asked}, ${info.keyType} key, serial ${cert.serialHex}, valid until ${cert.notAfter.toISOString()}: ${files.map((f) => shown(join(dir, f))).join(', ')}${removed}`)
   return 0
 }
 
@@ -313,33 +328,35 @@ async function revoke (args: string[], io: Io, getLibs: GetLibs): Promise<number
   if (reason !== undefined && !REASONS.includes(reason)) throw new CliError(`--reason must be one of ${REASONS.join(', ')} (got ${JSON.stringify(reason)})`)
   const dir = str(parsed, 'dir') ?? DEFAULT_DIR
   const libs = await getLibs()
-  const pki = await libs.dir.loadPki(dir)
-  const byName = NAME_RE.test(target) && !target.endsWith('.pem') && !target.includes('/')
-  const path = byName ? join(dir, `${target}.pem`) : target
-  let pem: string
-  try {
-    pem = await readFile(path, 'utf8')
-  } catch (err) {
-    throw new CliError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`)
-  }
-  const cert = libs.pki.loadCertificate(pem)
-  const { X509Certificate } = await import('node:crypto')
-  const x = new X509Certificate(cert.der)
-  if (pki.clientCa.key === undefined || !x.checkIssued(new X509Certificate(pki.clientCa.der)) || !x.verify(pki.clientCa.key.publicKey)) {
-    throw new CliError(`${shown(path)} was not issued by this PKI's client CA (${pki.clientCa.subject})`)
-  }
-  const already = pki.index.revoked.find((r) => r.serialHex === cert.serialHex)
-  if (already !== undefined) throw new CliError(`${cert.subject} (serial ${cert.serialHex}) is already revoked (since ${already.date})`)
-  const record = pki.index.issued.find((r) => r.serialHex === cert.serialHex)
-  pki.index.revoked.push({
-    serialHex: cert.serialHex,
-    date: new Date().toISOString(),
-    ...(reason === undefined ? {} : { reason: reason as PkiModule.RevocationReason }),
-    ...(record === undefined ? {} : { name: record.name })
+  return await libs.dir.withLock(dir, async () => {
+    const pki = await libs.dir.loadPki(dir)
+    const byName = NAME_RE.test(target) && !target.endsWith('.pem') && !target.includes('/')
+    const path = byName ? join(dir, `${target}.pem`) : target
+    let pem: string
+    try {
+      pem = await readFile(path, 'utf8')
+    } catch (err) {
+      throw new CliError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`)
+    }
+    const cert = libs.pki.loadCertificate(pem)
+    const { X509Certificate } = await import('node:crypto')
+    const x = new X509Certificate(cert.der)
+    if (pki.clientCa.key === undefined || !x.checkIssued(new X509Certificate(pki.clientCa.der)) || !x.verify(pki.clientCa.key.publicKey)) {
+      throw new CliError(`${shown(path)} was not issued by this PKI's client CA (${pki.clientCa.subject})`)
+    }
+    const already = pki.index.revoked.find((r) => r.serialHex === cert.serialHex)
+    if (already !== undefined) throw new CliError(`${cert.subject} (serial ${cert.serialHex}) is already revoked (since ${already.date})`)
+    const record = pki.index.issued.find((r) => r.serialHex === cert.serialHex)
+    pki.index.revoked.push({
+      serialHex: cert.serialHex,
+      date: new Date().toISOString(),
+      ...(reason === undefined ? {} : { reason: reason as PkiModule.RevocationReason }),
+      ...(record === undefined ? {} : { name: record.name })
+    })
+    const written = await libs.dir.writeCrl(pki)
+    io.out(`revoked ${cert.subject} (serial ${cert.serialHex}${reason === undefined ? '' : `, ${reason}`}); CRL #${written.crlNumber} (next update in ${written.days} days) written to ${shown(written.path)}: reload it into the plugin (crl option, or app.mtls.reload({ crl }))`)
+    return 0
   })
-  const written = await libs.dir.writeCrl(pki)
-  io.out(`revoked ${cert.subject} (serial ${cert.serialHex}${reason === undefined ? '' : `, ${reason}`}); CRL #${written.crlNumber} written to ${shown(written.path)}: reload it into the plugin (crl option, or app.mtls.reload({ crl }))`)
-  return 0
 }
 
 async function crl (args: string[], io: Io, getLibs: GetLibs): Promise<number> {
@@ -347,10 +364,13 @@ async function crl (args: string[], io: Io, getLibs: GetLibs): Promise<number> {
   const days = positiveInt(parsed, 'days', 365)
   const dir = str(parsed, 'dir') ?? DEFAULT_DIR
   const libs = await getLibs()
-  const pki = await libs.dir.loadPki(dir)
   const out = str(parsed, 'out')
-  const written = await libs.dir.writeCrl(pki, { ...(out === undefined ? {} : { out }), ...(days === undefined ? {} : { days }) })
-  io.out(`CRL #${written.crlNumber} (${pki.index.revoked.length} revoked, next update in ${days ?? 7} days) written to ${shown(written.path)}`)
+  const { written, count } = await libs.dir.withLock(dir, async () => {
+    const pki = await libs.dir.loadPki(dir)
+    const written = await libs.dir.writeCrl(pki, { ...(out === undefined ? {} : { out }), ...(days === undefined ? {} : { days }) })
+    return { written, count: pki.index.revoked.length }
+  })
+  io.out(`CRL #${written.crlNumber} (${count} revoked, next update in ${written.days} days) written to ${shown(written.path)}`)
   return 0
 }
 

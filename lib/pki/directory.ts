@@ -1,7 +1,7 @@
 // A development PKI in a folder, for the `pki` command: PEM files, private keys
 // created with mode 0600, an index of issued and revoked serials, a README.
 import { Buffer } from 'node:buffer'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, X509Certificate } from 'node:crypto'
 import { mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createCrl, loadCertificate, loadKey, PkiError, type Certificate, type DevPki, type Key, type RevocationReason } from './index.js'
@@ -39,6 +39,8 @@ export interface PkiIndex {
   version: 1
   /** the number of the last CRL written */
   crlNumber: number
+  /** the CRL lifetime in days last given to `pki crl --days` (default 7), reused by `pki revoke` */
+  crlDays?: number
   issued: IssuedRecord[]
   revoked: RevokedRecord[]
 }
@@ -55,6 +57,38 @@ async function exists (path: string): Promise<boolean> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
     throw err
+  }
+}
+
+/** The lock file of a PKI folder: held by one command from reading index.json to its last write. */
+export const LOCK_FILE = '.lock'
+
+/**
+ * Run `fn` holding the folder's lock file (created with `wx`). Another command that
+ * holds it is waited for, up to `timeoutMs` (10 s); then a one-line PkiError names the lock file.
+ */
+export async function withLock<T> (dir: string, fn: () => Promise<T>, options: { timeoutMs?: number } = {}): Promise<T> {
+  const path = join(dir, LOCK_FILE)
+  const deadline = Date.now() + (options.timeoutMs ?? 10e3)
+  let handle
+  for (;;) {
+    try {
+      handle = await open(path, 'wx', 0o644)
+      break
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT') throw new PkiError(`no PKI in ${dir} (no such folder): run fastify-mtls-auth pki init first`)
+      if (code !== 'EEXIST') throw err
+      if (Date.now() >= deadline) throw new PkiError(`the PKI folder is busy: ${path} exists (another pki command is running; if none is, a crashed one left it: delete it)`)
+      await new Promise((resolve) => setTimeout(resolve, 20 + Math.floor(Math.random() * 30)))
+    }
+  }
+  try {
+    await handle.writeFile(`${process.pid}\n`)
+    await handle.close()
+    return await fn()
+  } finally {
+    await unlink(path).catch(() => {})
   }
 }
 
@@ -96,8 +130,14 @@ export async function readIndex (dir: string): Promise<PkiIndex> {
   } catch {
     throw new PkiError(`${join(dir, FILES.index)} is not valid JSON`)
   }
-  if (index?.version !== 1 || !Array.isArray(index.issued) || !Array.isArray(index.revoked) || !Number.isSafeInteger(index.crlNumber)) {
+  if (index?.version !== 1 || !Array.isArray(index.issued) || !Array.isArray(index.revoked) || !Number.isSafeInteger(index.crlNumber) ||
+    (index.crlDays !== undefined && (!Number.isSafeInteger(index.crlDays) || index.crlDays < 1))) {
     throw new PkiError(`${join(dir, FILES.index)} is not an index this version understands`)
+  }
+  for (const r of index.revoked) {
+    if (r === null || typeof r !== 'object' || typeof r.serialHex !== 'string' || typeof r.date !== 'string' || Number.isNaN(new Date(r.date).getTime())) {
+      throw new PkiError(`${join(dir, FILES.index)} has a revoked entry without a valid serialHex and date: ${JSON.stringify(r)}`)
+    }
   }
   return index
 }
@@ -131,36 +171,46 @@ export async function loadPki (dir: string): Promise<LoadedPki> {
   }
 }
 
-/** Whether `dir` already holds a PKI (any of its CA files or its index). */
+/** The first file of FILES (any file `writeDevPki` writes) that already exists in `dir`. */
 export async function holdsPki (dir: string): Promise<string | undefined> {
-  for (const file of [FILES.index, FILES.root, FILES.rootKey, FILES.clientCa, FILES.clientCaKey]) {
+  for (const file of Object.values(FILES)) {
     if (await exists(join(dir, file))) return file
   }
   return undefined
 }
 
-/** A fresh CRL of the client CA listing the index's revoked serials; bumps and records the CRL number. */
-export async function writeCrl (pki: LoadedPki | (DevPki & { dir: string, index: PkiIndex }), options: { out?: string, days?: number } = {}): Promise<{ path: string, crlNumber: number }> {
+/**
+ * A fresh CRL of the client CA listing the index's revoked serials; bumps and records the CRL number.
+ * Its lifetime is `days`, else the index's `crlDays` (the last `days` given), else 7; `days` is recorded.
+ * index.json is written before the CRL, so a crash between the two never reuses a CRL number.
+ * Call it holding the folder's lock (`withLock`).
+ */
+export async function writeCrl (pki: LoadedPki | (DevPki & { dir: string, index: PkiIndex }), options: { out?: string, days?: number } = {}): Promise<{ path: string, crlNumber: number, days: number }> {
   const index = pki.index
+  const days = options.days ?? index.crlDays ?? 7
   index.crlNumber += 1
+  if (options.days !== undefined) index.crlDays = options.days
   const thisUpdate = new Date(Date.now() - 5 * 60e3)
   const crl = await createCrl({
     issuer: pki.clientCa,
     revoked: index.revoked.map((r) => ({ serialHex: r.serialHex, date: new Date(r.date), reason: r.reason })),
     thisUpdate,
-    nextUpdate: new Date(thisUpdate.getTime() + (options.days ?? 7) * 86400e3),
+    nextUpdate: new Date(thisUpdate.getTime() + days * 86400e3),
     crlNumber: index.crlNumber
   })
   const path = options.out ?? join(pki.dir, FILES.crl)
-  await writePublicFile(path, crl.pem)
   await writeIndex(pki.dir, index)
-  return { path, crlNumber: index.crlNumber }
+  await writePublicFile(path, crl.pem)
+  return { path, crlNumber: index.crlNumber, days }
 }
 
-/** Write a new dev PKI into `dir` (created if missing). Refuses a folder that already holds one unless `force`. */
+/** Write a new dev PKI into `dir` (created if missing), holding its lock. Refuses, before writing anything, a folder holding any file it would write, unless `force`. */
 export async function writeDevPki (dir: string, pki: DevPki, options: { force?: boolean } = {}): Promise<LoadedPki> {
-  const force = options.force === true
   await mkdir(dir, { recursive: true, mode: 0o755 })
+  return await withLock(dir, () => writeDevPkiLocked(dir, pki, options.force === true))
+}
+
+async function writeDevPkiLocked (dir: string, pki: DevPki, force: boolean): Promise<LoadedPki> {
   const existing = await holdsPki(dir)
   if (existing !== undefined && !force) throw new PkiError(`${dir} already holds a PKI (${existing}); use --force to replace it`)
   if (force) {
@@ -182,18 +232,50 @@ export async function writeDevPki (dir: string, pki: DevPki, options: { force?: 
   return loaded
 }
 
-/** Write a client certificate (`<name>.pem`, `<name>-chain.pem`, and `<name>.key` when we hold the key) and record it in the index. */
-export async function writeClient (pki: LoadedPki, name: string, cert: Certificate, options: { force?: boolean, via: 'issue' | 'sign' }): Promise<string[]> {
+/**
+ * Write a client certificate (`<name>.pem`, `<name>-chain.pem`, and `<name>.key` when we hold the key) and record it in the index.
+ * `force` replaces the files of `name`, but never a `<name>.pem` whose serial is not revoked in the index (revoke it first).
+ * A certificate signed from a CSR (no key here) removes a `<name>.key` that does not match it; `removedKey` says so.
+ * Call it holding the folder's lock (`withLock`).
+ */
+export async function writeClient (pki: LoadedPki, name: string, cert: Certificate, options: { force?: boolean, via: 'issue' | 'sign' }): Promise<string[] & { removedKey?: string }> {
   const force = options.force === true
-  const files = [`${name}.pem`, `${name}-chain.pem`]
+  const files: string[] & { removedKey?: string } = [`${name}.pem`, `${name}-chain.pem`]
+  const keyPath = join(pki.dir, `${name}.key`)
+  const checked = cert.key === undefined ? files : [...files, `${name}.key`]
   if (!force) {
-    for (const file of [...files, `${name}.key`]) {
+    for (const file of checked) {
       if (await exists(join(pki.dir, file))) throw new PkiError(`${join(pki.dir, file)} already exists (use --force to replace it, or another name)`)
     }
   }
+  const pemPath = join(pki.dir, `${name}.pem`)
+  if (force && await exists(pemPath)) {
+    let old: Certificate | undefined
+    try {
+      old = loadCertificate(await readFile(pemPath))
+    } catch {
+      old = undefined // not a certificate: nothing that could still be in use
+    }
+    if (old !== undefined && !pki.index.revoked.some((r) => r.serialHex === old.serialHex)) {
+      throw new PkiError(`${pemPath} (${old.subject}, serial ${old.serialHex}) is not revoked: revoke it first with pki revoke ${name}, then use --force`)
+    }
+  }
   if (cert.key !== undefined) {
-    await writePrivateFile(join(pki.dir, `${name}.key`), cert.key.privateKeyPem, force)
+    await writePrivateFile(keyPath, cert.key.privateKeyPem, force)
     files.push(`${name}.key`)
+  } else if (await exists(keyPath)) {
+    // the signed key is the requester's: a <name>.key here that does not match would make `pki p12` fail later
+    let matches = false
+    try {
+      matches = loadKey(await readFile(keyPath)).publicKey.export({ type: 'spki', format: 'der' })
+        .equals(new X509Certificate(cert.der).publicKey.export({ type: 'spki', format: 'der' }))
+    } catch {
+      matches = false
+    }
+    if (!matches) {
+      await unlink(keyPath)
+      files.removedKey = `${name}.key`
+    }
   }
   await writePublicFile(join(pki.dir, `${name}.pem`), cert.pem)
   await writePublicFile(join(pki.dir, `${name}-chain.pem`), cert.pem + pki.clientCa.pem)
@@ -208,6 +290,11 @@ function readme (pki: DevPki): string {
 Made by \`fastify-mtls-auth pki init\`. For development and tests only: the keys
 are unencrypted. Keep the \`.key\` files private (they are created with mode 0600)
 and never commit them.
+
+**Warning:** \`root.pem\` is a development root. Do not trust it system-wide (OS or
+browser trust store): anyone holding \`root.key\` or \`client-ca.key\` could then
+impersonate any site to you. Trust it only in the client that needs it
+(\`curl --cacert root.pem\`, undici's \`connect: { ca }\`, NODE_EXTRA_CA_CERTS for one process).
 
 | file | what it is |
 | --- | --- |

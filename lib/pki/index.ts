@@ -334,6 +334,10 @@ function sanSpec (altNames: AltNames | undefined): engine.GeneralNamesSpec | und
   const ip = list('ip')
   for (const address of ip) if (isIP(address) === 0) throw new PkiError(`not an IP address: ${JSON.stringify(address)}`)
   const spec = { dns: list('dns'), ip, uri: list('uri'), email: list('email') }
+  for (const name of ['dns', 'uri', 'email'] as const) {
+    // IA5String: printable ASCII only (an IDN goes in as its xn-- form, a URI percent-encoded)
+    for (const value of spec[name]) if (!/^[\x21-\x7e]+$/.test(value)) throw new PkiError(`altNames.${name} ${JSON.stringify(value)} has non-ASCII, space or control characters`)
+  }
   return spec.dns.length + spec.ip.length + spec.uri.length + spec.email.length === 0 ? undefined : spec
 }
 
@@ -487,8 +491,12 @@ function normaliseSerial (serialHex: string): string {
 export async function createCrl (options: { issuer: Certificate, revoked?: RevokedEntry[], thisUpdate?: Date, nextUpdate?: Date, crlNumber?: number | bigint }): Promise<{ der: Buffer, pem: string }> {
   if (options === null || typeof options !== 'object') throw new PkiError('options must be an object')
   const issuer = issuerOf(options.issuer)
-  const thisUpdate = options.thisUpdate ?? new Date(Date.now() - 5 * MINUTE)
-  const nextUpdate = options.nextUpdate ?? new Date(thisUpdate.getTime() + 7 * DAY)
+  const validDate = (date: unknown, what: string): Date => {
+    if (!(date instanceof Date) || Number.isNaN(date.getTime())) throw new PkiError(`${what} must be a valid Date`)
+    return date
+  }
+  const thisUpdate = validDate(options.thisUpdate ?? new Date(Date.now() - 5 * MINUTE), 'thisUpdate')
+  const nextUpdate = validDate(options.nextUpdate ?? new Date(thisUpdate.getTime() + 7 * DAY), 'nextUpdate')
   if (nextUpdate.getTime() <= thisUpdate.getTime()) throw new PkiError('nextUpdate must be after thisUpdate')
   const crlNumber = options.crlNumber ?? 1
   if ((typeof crlNumber !== 'number' && typeof crlNumber !== 'bigint') || crlNumber < 0 || (typeof crlNumber === 'number' && !Number.isSafeInteger(crlNumber)) || crlNumber > BigInt(Number.MAX_SAFE_INTEGER)) {
@@ -498,7 +506,7 @@ export async function createCrl (options: { issuer: Certificate, revoked?: Revok
     if (entry.reason !== undefined && !Object.hasOwn(REASON_CODES, entry.reason)) throw new PkiError(`unknown revocation reason ${JSON.stringify(entry.reason)}: use ${REVOCATION_REASONS.join(', ')}`)
     return {
       serial: normaliseSerial(entry.serialHex),
-      date: entry.date ?? new Date(),
+      date: validDate(entry.date ?? new Date(), `the revocation date of ${JSON.stringify(entry.serialHex)}`),
       reason: entry.reason === undefined ? undefined : REASON_CODES[entry.reason]
     }
   })
@@ -541,7 +549,8 @@ export async function createDevPki (options: { keyType?: KeyType, onProgress?: (
   const root = await createCertificate({ subject: { cn: `Dev Root CA ${tag}`, o }, key: rootKey, ca: true })
   progress(`generating the client CA key (${keyType})`)
   const clientCaKey = await generateKey(keyType)
-  const clientCa = await createCertificate({ subject: { cn: `Dev Client CA ${tag}`, o }, key: clientCaKey, issuer: root, ca: { pathLength: 0 } })
+  // extendedKeyUsage clientAuth: OpenSSL and browsers then refuse a server certificate under it
+  const clientCa = await createCertificate({ subject: { cn: `Dev Client CA ${tag}`, o }, key: clientCaKey, issuer: root, ca: { pathLength: 0 }, extKeyUsage: ['clientAuth'] })
   progress(`generating the server key (${keyType})`)
   const serverKey = await generateKey(keyType)
   const server = await createCertificate({

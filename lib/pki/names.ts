@@ -34,6 +34,8 @@ function escapeValue (value: string): string {
     .replace(/ $/, '\\ ')
     // eslint-disable-next-line no-control-regex
     .replace(/[\u0000-\u001f\u007f]/g, (ch) => `\\${ch.charCodeAt(0).toString(16).padStart(2, '0').toUpperCase()}`)
+    // C1 controls, and bidi and format characters that could reorder what is printed: as their UTF-8 bytes (RFC 4514 hexpairs)
+    .replace(/[\u0080-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (ch) => Buffer.from(ch, 'utf8').toString('hex').toUpperCase().replace(/../g, '\\$&'))
 }
 
 /** 'CN=alice,O=Acme' from the DER of a Name; unknown attributes by dotted OID, non-string values as #hex. */
