@@ -243,13 +243,8 @@ function otherSan (gn: GeneralName): string | undefined {
   }
 }
 
-// a trust anchor placeholder: inspect shows certificates that nothing has verified
-const UNVERIFIED: TrustAnchorInfo = Object.freeze({ name: '', fingerprint256: '', spkiSha256: '' })
-
-/** The report of one parsed certificate; the identity fields come from identityFromPath, as in the plugin. */
-export function certificateReport (cert: ParsedCertificate): CertificateReport {
-  const id = identityFromPath({ path: [cert], trustAnchor: UNVERIFIED, source: 'tls' })
-  const bc = cert.basicConstraints
+/** The fields of an identity that inspect and explain print (all but the trust anchor and the source). */
+export function identityFields (id: ClientIdentity) {
   return {
     subject: id.subject,
     issuer: id.issuer,
@@ -260,7 +255,19 @@ export function certificateReport (cert: ParsedCertificate): CertificateReport {
     notBefore: id.notBefore,
     notAfter: id.notAfter,
     san: id.san,
-    spiffeId: id.spiffeId,
+    spiffeId: id.spiffeId
+  }
+}
+
+// a trust anchor placeholder: inspect shows certificates that nothing has verified
+const UNVERIFIED: TrustAnchorInfo = Object.freeze({ name: '', fingerprint256: '', spkiSha256: '' })
+
+/** The report of one parsed certificate; the identity fields come from identityFromPath, as in the plugin. */
+export function certificateReport (cert: ParsedCertificate): CertificateReport {
+  const id = identityFromPath({ path: [cert], trustAnchor: UNVERIFIED, source: 'tls' })
+  const bc = cert.basicConstraints
+  return {
+    ...identityFields(id),
     key: keyDescription(cert),
     signatureAlgorithm: signatureName(cert),
     keyUsage: cert.keyUsage === undefined ? null : keyUsageNames(cert.keyUsage),

@@ -5,7 +5,7 @@ import { extname, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { InputError, toDerList } from '../der/pem.js'
 import { getCrl } from '../der/store.js'
-import { explainChain, readCertificates, type Explanation, type ExplainStep, type Hint, type PolicyLine } from '../explain.js'
+import { explainChain, identityFields, readCertificates, type Explanation, type ExplainStep, type Hint, type PolicyLine } from '../explain.js'
 import { PolicyError } from '../policy.js'
 import type { ClientIdentity, LabelledCertificate, Policy } from '../types.js'
 import { CliError, parse, type Command } from './common.js'
@@ -188,19 +188,7 @@ async function loadPolicy (file: string): Promise<Policy> {
 }
 
 function identityJson (id: ClientIdentity): Record<string, unknown> {
-  return {
-    subject: id.subject,
-    issuer: id.issuer,
-    serialNumber: id.serialNumber,
-    fingerprint256: id.fingerprint256,
-    thumbprintSha256: id.thumbprintSha256,
-    spkiSha256: id.spkiSha256,
-    notBefore: id.notBefore,
-    notAfter: id.notAfter,
-    san: id.san,
-    spiffeId: id.spiffeId,
-    trustAnchor: id.trustAnchor
-  }
+  return { ...identityFields(id), trustAnchor: id.trustAnchor }
 }
 
 function formatStep (s: ExplainStep, width: number): string[] {
