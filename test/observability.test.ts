@@ -388,6 +388,30 @@ t.test('loggers shared between requests (a childLoggerFactory returning one logg
   }
 })
 
+t.test('Fastify\'s default child logger is bound in place; with another request id label too', async (t) => {
+  for (const label of ['reqId', 'request_id']) {
+    const { stream, lines } = logCapture()
+    const app = Fastify({
+      https: { key: server.leaf.key.privateKeyPem, cert: server.leaf.pem, ca: partner.root.pem, requestCert: true, rejectUnauthorized: false },
+      logger: { level: 'info', stream },
+      requestIdLogLabel: label
+    }) as unknown as FastifyInstance
+    const made = new WeakMap<object, unknown>()
+    app.addHook('onRequest', async (req) => { made.set(req, req.log) })
+    await app.register(fastifyMtls, { ca: partner.root.pem })
+    app.get('/', async (req) => {
+      req.log.info({ marker: 'handler' }, 'handler line')
+      return { inPlace: made.get(req) === req.log }
+    })
+    await app.listen({ host: '127.0.0.1', port: 0 })
+    t.teardown(async () => app.close())
+    const url = `https://127.0.0.1:${(app.server.address() as { port: number }).port}`
+    const res = await call(url, '/', client(partner.leaf))
+    t.same(res.body, { inPlace: true }, `${label}: request.log is still the logger Fastify made`)
+    t.match(lines.find((l) => l.marker === 'handler'), { [label]: String, 'tls.client.subject': 'O=Partner,OU=payments,CN=svc' })
+  }
+})
+
 t.test('a guard\'s refusal after the identity is bound to request.log: the subject and hash once', async (t) => {
   const { stream, raw, lines } = logCapture()
   const { url } = await start(t, {}, (app) => {
