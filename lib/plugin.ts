@@ -676,7 +676,11 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     }
     const known = rememberedForRequest(request)
     if (known !== UNJUDGED) counters.connectionReuses++
-    const { outcome, missing } = known === UNJUDGED ? await requestOutcome(request) : { outcome: known, missing: 'no client certificate was presented' }
+    // the remembered verdict without an object around it: this is the path of every kept-alive request
+    let outcome: Outcome | undefined
+    let missing = 'no client certificate was presented'
+    if (known === UNJUDGED) ({ outcome, missing } = await requestOutcome(request))
+    else outcome = known
     ;(request as RequestWithOutcome)[kOutcome] = outcome ?? null
     if (outcome === undefined) {
       if (o.mode === 'required' || route !== undefined) {
