@@ -3,13 +3,14 @@
 // request.log, and the README's @fastify/rate-limit recipe keyed by client certificate. A Fastify
 // HTTPS server on 127.0.0.1 port 0, undici clients presenting certificates made while the tests run.
 import t, { type Test } from 'tap'
-import { Writable } from 'node:stream'
+import type { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyAuth from '@fastify/auth'
 import fastifyRateLimit from '@fastify/rate-limit'
 import { Agent, request } from 'undici'
 import fastifyMtls, { toPrometheus, type FastifyMtlsOptions, type MtlsMetric, type MtlsStatus, type RejectionCode } from '../lib/index.js'
 import { issue, makeChain, newKey, type Issued } from './helpers/pki.js'
+import { keyCount, logCapture } from './helpers/logs.js'
 
 const DAY = 24 * 60 * 60 * 1000
 const now = Date.now()
@@ -48,29 +49,6 @@ async function call (base: string, path: string, dispatcher: Agent): Promise<{ s
   let body: unknown = text
   try { body = JSON.parse(text) } catch {}
   return { status: res.statusCode, body }
-}
-
-type Json = Record<string, any>
-
-function logCapture (): { stream: Writable, lines: Json[], raw: string[] } {
-  const lines: Json[] = []
-  const raw: string[] = []
-  const stream = new Writable({
-    write (chunk, _encoding, done) {
-      for (const line of String(chunk).split('\n')) {
-        if (line.trim() === '') continue
-        raw.push(line)
-        lines.push(JSON.parse(line) as Json)
-      }
-      done()
-    }
-  })
-  return { stream, lines, raw }
-}
-
-/** How many times a key appears in a raw JSON line (JSON.parse would keep only the last). */
-function keyCount (line: string, key: string): number {
-  return line.split(`"${key}":`).length - 1
 }
 
 async function start (t: Test, options: Partial<FastifyMtlsOptions>, routes: (app: FastifyInstance) => void | Promise<void>, logs?: Writable): Promise<{ app: FastifyInstance, url: string }> {

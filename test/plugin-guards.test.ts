@@ -4,12 +4,13 @@
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
-import { Writable } from 'node:stream'
+import type { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import fastifyAuth from '@fastify/auth'
 import { Agent, request } from 'undici'
 import fastifyMtls, { rejectionError, type ClientIdentity, type FastifyMtlsOptions, type MtlsRejection, type RejectionCode } from '../lib/index.js'
 import { issue, makeChain, makeCrl, newKey, type Issued } from './helpers/pki.js'
+import { logCapture, type Json } from './helpers/logs.js'
 
 const HOUR = 60 * 60 * 1000
 const DAY = 24 * HOUR
@@ -116,19 +117,6 @@ async function call (base: string, path: string, dispatcher: Agent, headers: Rec
 }
 
 // ---------------------------------------------------------------- servers
-
-type Json = Record<string, any>
-
-function logCapture (): { stream: Writable, lines: Json[] } {
-  const lines: Json[] = []
-  const stream = new Writable({
-    write (chunk, _encoding, done) {
-      for (const line of String(chunk).split('\n')) if (line.trim() !== '') lines.push(JSON.parse(line) as Json)
-      done()
-    }
-  })
-  return { stream, lines }
-}
 
 const WARN = 40
 const ERROR = 50

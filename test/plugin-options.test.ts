@@ -1,11 +1,12 @@
 // Register-time option checking: every invalid option fails ready() with FST_MTLS_INVALID_OPTIONS and
 // a message that says how to fix it; the caller's options are never changed.
 import t, { type Test } from 'tap'
-import { Writable } from 'node:stream'
+import type { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Agent, request } from 'undici'
 import fastifyMtls, { type FastifyMtlsOptions } from '../lib/index.js'
 import { makeChain, makeCrl } from './helpers/pki.js'
+import { logCapture, type Json } from './helpers/logs.js'
 
 const server = await makeChain({ kind: 'ec256', intermediates: 0, label: 'Server', leaf: { subject: 'CN=localhost', san: { dns: ['localhost'], ip: ['127.0.0.1'] }, extKeyUsage: ['serverAuth'] } })
 const acme = await makeChain({ kind: 'ec256', label: 'Acme', leaf: { subject: 'CN=svc,O=Acme' } })
@@ -13,19 +14,6 @@ const globex = await makeChain({ kind: 'ec256', label: 'Globex', intermediates: 
 const acmeCa = acme.intermediates[0]
 if (acmeCa === undefined) throw new Error('makeChain gave no intermediate')
 const crl = await makeCrl({ issuer: acmeCa })
-
-type Json = Record<string, any>
-
-function logCapture (): { stream: Writable, lines: Json[] } {
-  const lines: Json[] = []
-  const stream = new Writable({
-    write (chunk, _encoding, done) {
-      for (const line of String(chunk).split('\n')) if (line.trim() !== '') lines.push(JSON.parse(line) as Json)
-      done()
-    }
-  })
-  return { stream, lines }
-}
 
 interface AppOptions { https?: Json | null, logs?: Writable }
 

@@ -15,7 +15,7 @@ import { once } from 'node:events'
 import http2 from 'node:http2'
 import type { IncomingHttpHeaders } from 'node:http'
 import { connect } from 'node:net'
-import { Writable } from 'node:stream'
+import type { Writable } from 'node:stream'
 import type { Test } from 'tap'
 import Fastify, { type FastifyInstance, type FastifyListenOptions, type FastifyServerOptions } from 'fastify'
 import { Agent, request } from 'undici'
@@ -72,7 +72,8 @@ export function xfcc (leaf: Issued, chain: Issued[] = [], opts: { quote?: boolea
 
 // ---------------------------------------------------------------- apps
 
-export type Json = Record<string, any>
+export type { Json } from './logs.js'
+import type { Json } from './logs.js'
 
 /** What the '/' route replies for an identity: the fields a direct TLS connection is compared on. */
 export function view (identity: ClientIdentity | null): Json | null {
@@ -194,16 +195,7 @@ export function rejected (t: Test, r: Reply, code: RejectionCode, what: string, 
   t.same(r.body, { statusCode: error.statusCode, code, error: ERROR_NAMES[error.statusCode], message: error.message }, `${what}: ${code}`, extra)
 }
 
-export function logCapture (): { stream: Writable, lines: Json[] } {
-  const lines: Json[] = []
-  const stream = new Writable({
-    write (chunk, _encoding, done) {
-      for (const line of String(chunk).split('\n')) if (line.trim() !== '') lines.push(JSON.parse(line) as Json)
-      done()
-    }
-  })
-  return { stream, lines }
-}
+export { logCapture } from './logs.js'
 
 /** An app that registers but never listens: for option errors. */
 export async function register (options: Record<string, unknown>, fastify: Record<string, unknown> = {}): Promise<void> {
