@@ -10,6 +10,7 @@ import { ipToString } from '../lib/der/general-name.js'
 import { toDerList, InputError } from '../lib/der/pem.js'
 import { getCertificate } from '../lib/der/store.js'
 import { issue, makeChain, makeCrl, newKey, OID } from './helpers/pki.js'
+import { xorshift } from './helpers/random.js'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const one = (s: string) => parseOne(hex(s), 'test')
@@ -193,17 +194,6 @@ t.test('CRLs', async (t) => {
   t.match(parseCrl((await makeCrl({ issuer: root, issuingDistributionPoint: { uri: 'http://crl.example/a.crl' } })).der).unusableReason, /partitioned/)
   t.equal(parseCrl((await makeCrl({ issuer: root, nextUpdate: null })).der).nextUpdate, undefined)
 })
-
-// Deterministic PRNG so that a failure can be replayed.
-function xorshift (seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13; x >>>= 0
-    x ^= x >>> 17
-    x ^= x << 5; x >>>= 0
-    return x / 0x100000000
-  }
-}
 
 function mutate (input: Buffer, rnd: () => number): Buffer {
   const b = Buffer.from(input)

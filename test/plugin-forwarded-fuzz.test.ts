@@ -5,20 +5,10 @@ import Fastify from 'fastify'
 import { request } from 'undici'
 import fastifyMtls from '../lib/index.js'
 import { makeChain } from './helpers/pki.js'
+import { xorshift } from './helpers/random.js'
 
 const partner = await makeChain({ kind: 'ec256', label: 'Fuzz partner' })
 const int = partner.intermediates[0]!
-
-// deterministic PRNG so a failure can be replayed
-function xorshift (seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13; x >>>= 0
-    x ^= x >>> 17
-    x ^= x << 5; x >>>= 0
-    return x / 0x100000000
-  }
-}
 
 const ALPHABET = ';,="\\%+/:= aZ09-_.'
 function mutate (value: string, rnd: () => number): string {
