@@ -1,5 +1,5 @@
 // Signature verification and key strength, on node:crypto.
-import { constants, verify as cryptoVerify, type KeyObject } from 'node:crypto'
+import { constants, hash, verify as cryptoVerify, type KeyObject } from 'node:crypto'
 import type { AlgorithmIdentifier } from './der/certificate.js'
 import { OID } from './der/oids.js'
 import { DerError, DerReader, TAG, ctx, parseOne, readNull, readOid, readSmallInt } from './der/reader.js'
@@ -158,4 +158,17 @@ export function keyWeakness (keyAlgorithm: AlgorithmIdentifier, key: KeyObject, 
   }
   if (type === 'ed25519' || type === 'ed448') return undefined
   return `${type ?? 'unknown'} keys are not accepted`
+}
+
+/** A SHA-256 fingerprint as Node prints one (`fingerprint256`): upper-case hex pairs joined by colons. */
+export function colonHex (hex: string): string {
+  const upper = hex.toUpperCase()
+  let out = upper.slice(0, 2)
+  for (let i = 2; i < upper.length; i += 2) out += ':' + upper.slice(i, i + 2)
+  return out
+}
+
+/** The SHA-256 fingerprint of DER bytes, formatted as Node's `fingerprint256`. */
+export function sha256Fingerprint (der: Buffer): string {
+  return colonHex(hash('sha256', der))
 }

@@ -2,6 +2,7 @@
 // Prefer SPKI hashes or issuer + serial: an ECDSA signature can be re-encoded by
 // anyone holding the certificate, which changes its fingerprint but not its key,
 // issuer or serial.
+import { colonHex } from './crypto.js'
 import type { ParsedCertificate } from './der/certificate.js'
 import type { DenyEntry } from './options.js'
 
@@ -17,7 +18,7 @@ export class DenyList {
       if (typeof entry === 'string') {
         const hex = entry.replace(/:/g, '')
         if (/^[0-9a-fA-F]{64}$/.test(hex)) {
-          this.fingerprints.add(hex.toUpperCase().replace(/(..)(?!$)/g, '$1:'))
+          this.fingerprints.add(colonHex(hex))
           return
         }
         const b64 = entry.replace(/-/g, '+').replace(/_/g, '/')

@@ -16,6 +16,7 @@ import { FileWatcher, type WatchStatus } from './watch.js'
 import { CrlFetcher, type CrlSourceStatus } from './revocation/crl-fetcher.js'
 import { OcspChecker, type OcspCheckerStatus } from './revocation/ocsp.js'
 import { crlSignedBy } from './verify/chain.js'
+import { sha256Fingerprint } from './crypto.js'
 import { tokenBindingError } from './bound-token.js'
 import type { CertificateInput, TrustAnchorInput } from './types.js'
 import type { DenyEntry } from './options.js'
@@ -511,7 +512,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       if (cert === undefined) return undefined
       decoded = {
         text,
-        fingerprint: createHash('sha256').update(cert.leaf).digest('hex').toUpperCase().replace(/(..)(?!$)/g, '$1:'),
+        fingerprint: sha256Fingerprint(cert.leaf),
         chain: [cert.leaf, ...cert.chain]
       }
       if (text.length <= MAX_DECODED_HEADER) decodedHeaders.set(memoKey, decoded)

@@ -7,6 +7,8 @@
 // own code reads from the socket.
 import type { TLSSocket } from 'node:tls'
 import type { FastifyRequest } from 'fastify'
+import { sha256Fingerprint } from '../crypto.js'
+import { ctx, DerReader, TAG, tlvBytes } from '../der/reader.js'
 
 export interface TlsPeer {
   /** what a verdict is remembered on: the HTTP/2 session or the TLS socket (never request.socket, which HTTP/2 re-creates per request) */
@@ -57,14 +59,54 @@ export function presentedChain (socket: TLSSocket, max: number): PresentedChain 
 }
 
 /**
- * The leaf's fingerprint only (no chain). On a resumed session the server holds the leaf
- * alone (OpenSSL keeps no peer chain in a session), so getPeerX509Certificate() can take
- * nothing from the chain there and costs about 0.015 ms, against 0.1 ms for
- * getPeerCertificate(false), which decodes names, digests and the public key into an object.
- * After a full handshake only getPeerCertificate(false) is safe (see the top of this file).
+ * The leaf's fingerprint only (no chain): what finds a cached verdict on a new connection.
+ *
+ * On a resumed session the server holds the leaf alone (OpenSSL keeps no peer chain in a
+ * session), so getPeerX509Certificate() takes nothing from the chain there and is cheap.
+ *
+ * After a full handshake, getPeerX509Certificate() would cut the chain (top of this file) and
+ * getPeerCertificate(false) decodes names, three digests and the public key into an object
+ * (0.07-0.15 ms here, several per cent of the handshake). The leaf is read instead from the
+ * serialised session, getSession(): OpenSSL's peer certificate *is* the session's `peer`
+ * field, so both name the same certificate. That serialisation also holds the session's
+ * secret, so the buffer is zeroed before this function returns, whatever happens; only the
+ * certificate's bytes are hashed, and nothing of the buffer is kept or turned into a string.
+ * Anything unexpected in it (another TLS library, a field we do not know where the peer
+ * should be) falls back to getPeerCertificate(false).
  */
 export function leafFingerprint (socket: TLSSocket): string | undefined {
   if (socket.isSessionReused()) return socket.getPeerX509Certificate()?.fingerprint256
-  const cert = socket.getPeerCertificate(false) as unknown as PeerCert | undefined
-  return cert?.fingerprint256
+  return sessionLeafFingerprint(socket) ?? (socket.getPeerCertificate(false) as unknown as PeerCert | undefined)?.fingerprint256
+}
+
+/** SSL_SESSION_ASN1's `peer [3] EXPLICIT X509 OPTIONAL` */
+const SESSION_PEER = ctx(3, true)
+
+/** The fingerprint of the peer certificate in the serialised TLS session, or undefined when it cannot be read there. */
+export function sessionLeafFingerprint (socket: Pick<TLSSocket, 'getSession'>): string | undefined {
+  let session: Buffer | undefined
+  try {
+    session = socket.getSession()
+    if (session === undefined) return undefined
+    const outer = new DerReader(session).read()
+    if (outer.tag !== TAG.SEQUENCE || outer.end !== session.length) return undefined
+    const fields = DerReader.of(outer)
+    // version INTEGER 1 first, as in every OpenSSL (and BoringSSL) session encoding
+    const version = fields.read()
+    if (version.tag !== TAG.INTEGER || version.end - version.valueStart !== 1 || session[version.valueStart] !== 1) return undefined
+    while (!fields.atEnd()) {
+      const field = fields.read()
+      if (field.tag !== SESSION_PEER) continue
+      const inner = DerReader.of(field)
+      const certificate = inner.read()
+      if (certificate.tag !== TAG.SEQUENCE || !inner.atEnd()) return undefined
+      return sha256Fingerprint(tlvBytes(certificate))
+    }
+    // no peer field: read the usual way (a connection without a client certificate gets {} there)
+    return undefined
+  } catch {
+    return undefined
+  } finally {
+    session?.fill(0)
+  }
 }
