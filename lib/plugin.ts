@@ -22,7 +22,7 @@ import type { CertificateInput, TrustAnchorInput } from './types.js'
 import type { DenyEntry } from './options.js'
 import { invalid, normaliseOptions, type FastifyMtlsOptions, type MtlsRejection, type NormalisedPluginOptions } from './options.js'
 import { compilePolicy, PolicyError, type CompiledPolicy } from './policy.js'
-import { leafFingerprint, presentedChain, tlsPeer, type PresentedChain, type TlsPeer } from './sources/tls.js'
+import { leafFingerprint, presentedChain, sameHandshake, tlsPeer, type HandshakeMark, type PresentedChain, type TlsPeer } from './sources/tls.js'
 import { headerCounts, MAX_HEADER_LINES, normaliseAddress } from './sources/forwarded.js'
 import { MalformedHeader, parseForwarded } from './sources/forwarded-formats.js'
 import type { ClientIdentity, Policy, RejectionCode } from './types.js'
@@ -150,11 +150,10 @@ function bindingsOf (identity: ClientIdentity): Record<string, string> {
   return b
 }
 
-interface ConnectionState {
+interface ConnectionState extends HandshakeMark {
   epoch: number
-  fingerprint: string | undefined
   outcome: Outcome | undefined
-  /** TLS 1.2 can renegotiate a new client certificate on the same connection: re-read the leaf each request */
+  /** TLS 1.2 can renegotiate a new client certificate on the same connection: see sameHandshake() */
   renegotiable: boolean
   tlsVerdictLogged: boolean
 }
@@ -374,7 +373,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
    */
   function remembered (peer: TlsPeer, state: ConnectionState | undefined): Outcome | undefined | typeof UNJUDGED {
     if (state === undefined || state.epoch !== auth.epoch) return UNJUDGED
-    if (state.renegotiable && state.fingerprint !== leafFingerprint(peer.socket)) return UNJUDGED
+    if (state.renegotiable && !sameHandshake(peer.socket, state)) return UNJUDGED
     const out = state.outcome
     return out === undefined || out.kind === 'fail' || out.validUntil > Date.now() ? out : UNJUDGED
   }
@@ -388,6 +387,10 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     // the leaf first, the chain only when no cached verdict answers for it: on a new connection
     // (Node 20, OpenSSL 3.0, P-256) the leaf costs about 0.06 ms (0.1 ms resumed) and
     // getPeerCertificate(true) about 0.3 ms after a full handshake, a seventh of the handshake
+    const renegotiable = state?.renegotiable ?? peer.socket.getProtocol() !== 'TLSv1.3'
+    // before the leaf: a renegotiation finishing while an online check is awaited below then
+    // shows as a newer handshake on the next request
+    const finished = renegotiable ? peer.socket.getFinished() : undefined
     const fingerprint = leafFingerprint(peer.socket)
     // the epoch the verdict is made under: if trust changes during an online check, the
     // connection is judged again on its next request
@@ -405,11 +408,12 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     if (outcome?.kind === 'ok') noteVerdict(request, outcome)
     if (state === undefined) {
       connectionCount++
-      state = { epoch, fingerprint, outcome, renegotiable: peer.socket.getProtocol() !== 'TLSv1.3', tlsVerdictLogged: false }
+      state = { epoch, fingerprint, finished, outcome, renegotiable, tlsVerdictLogged: false }
       connections.set(peer.connection, state)
     } else {
       state.epoch = epoch
       state.fingerprint = fingerprint
+      state.finished = finished
       state.outcome = outcome
     }
     if (!state.tlsVerdictLogged) {

@@ -289,6 +289,71 @@ t.test('a new connection whose leaf has a cached verdict reads the leaf alone, n
   t.equal(app.mtls.status().caches.connectionsSeen, 3)
 })
 
+/** A raw TLS client speaking HTTP/1.1 by hand, so that the test holds the socket (to renegotiate). */
+async function rawClient (port: number, cert: Pem, maxVersion: 'TLSv1.2' | 'TLSv1.3') {
+  const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: server.root.pem, cert: cert.pem, key: cert.key, maxVersion })
+  await new Promise((resolve, reject) => { socket.once('secureConnect', resolve); socket.once('error', reject) })
+  let buf = Buffer.alloc(0)
+  let waiting: (() => void) | undefined
+  socket.on('data', (chunk: Buffer) => { buf = Buffer.concat([buf, chunk]); waiting?.() })
+  const get = async (path: string): Promise<{ status: number, body: { cn: string | null } }> => {
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\n\r\n`)
+    for (;;) {
+      const head = buf.indexOf('\r\n\r\n')
+      const length = head === -1 ? undefined : Number(/content-length: *(\d+)/i.exec(buf.toString('latin1', 0, head))?.[1])
+      if (head !== -1 && length !== undefined && buf.length >= head + 4 + length) {
+        const status = Number(buf.toString('latin1', 9, 12))
+        const body = JSON.parse(buf.toString('utf8', head + 4, head + 4 + length)) as { cn: string | null }
+        buf = buf.subarray(head + 4 + length)
+        return { status, body }
+      }
+      await new Promise<void>((resolve) => { waiting = resolve })
+    }
+  }
+  return { socket, get }
+}
+
+t.test('TLS 1.2 keep-alive: the leaf is read once per connection, and again only after a renegotiation', async (t) => {
+  const { app, port } = await start(t, {
+    routes: (app) => app.get('/cn', async (req) => ({ cn: req.clientIdentity?.subject.attributes.CN?.[0] ?? null }))
+  })
+  // a renegotiation may bring another certificate, so a TLS 1.2 connection must notice one;
+  // it does by the server's Finished message, not by reading the leaf on every request
+  const proto = tls.TLSSocket.prototype
+  const original = proto.getSession
+  let leafReads = 0
+  proto.getSession = function (this: TLSSocket) {
+    if (this.localPort === port) leafReads++
+    return original.call(this)
+  }
+  t.teardown(() => { proto.getSession = original })
+  const c = await rawClient(port, presents(ecPartner), 'TLSv1.2')
+  t.teardown(() => c.socket.destroy())
+  for (let i = 1; i <= 5; i++) {
+    const r = await c.get('/cn')
+    t.equal(r.status, 200)
+    t.equal(r.body.cn, 'ec-svc')
+  }
+  t.equal(leafReads, 1, 'five requests, one read of the leaf')
+  const err = await new Promise<Error | null>((resolve) => c.socket.renegotiate({}, resolve))
+  t.equal(err, null, 'the client renegotiated')
+  for (let i = 1; i <= 3; i++) {
+    const r = await c.get('/cn')
+    t.equal(r.status, 200)
+    t.equal(r.body.cn, 'ec-svc', 'the same certificate after the renegotiation')
+  }
+  t.equal(leafReads, 2, 'the new handshake was noticed once, and the leaf read again')
+  t.equal(app.mtls.status().verifications, 1, 'the same leaf: the verdict holds')
+  t.equal(app.mtls.status().caches.connectionsSeen, 1)
+
+  // TLS 1.3 has no renegotiation: nothing is read after the first request
+  leafReads = 0
+  const c3 = await rawClient(port, presents(ecPartner), 'TLSv1.3')
+  t.teardown(() => c3.socket.destroy())
+  for (let i = 1; i <= 3; i++) t.equal((await c3.get('/cn')).status, 200)
+  t.equal(leafReads, 1)
+})
+
 t.test('keep-alive with a rejected certificate: verified once per connection, rejected on every request', async (t) => {
   const { app, url } = await start(t)
   const before = app.mtls.status()

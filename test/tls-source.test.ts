@@ -6,7 +6,7 @@ import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import * as tls from 'node:tls'
 import type { TLSSocket } from 'node:tls'
-import { leafFingerprint, sessionLeafFingerprint } from '../lib/sources/tls.js'
+import { leafFingerprint, sameHandshake, sessionLeafFingerprint } from '../lib/sources/tls.js'
 import { makeChain, type Chain } from './helpers/pki.js'
 
 const server = await makeChain({ kind: 'ec256', intermediates: 0, label: 'Server', leaf: { subject: 'CN=localhost', san: { dns: ['localhost'], ip: ['127.0.0.1'] }, extKeyUsage: ['serverAuth'] } })
@@ -176,3 +176,42 @@ for (const [name, bytes] of refused) {
     for (const b of f.handed) t.ok(b.every((x) => x === 0), 'zeroed')
   })
 }
+
+// ------------------------------------------------------------------ TLS 1.2: renegotiation
+
+t.test('sameHandshake: the Finished message tells a new handshake; only then is the leaf read again', async (t) => {
+  let finished: Buffer | undefined = Buffer.from('first-finish')
+  let leaf = 'AA:AA'
+  let leafReads = 0
+  const socket = {
+    getFinished: () => finished,
+    isSessionReused: () => true,
+    getPeerX509Certificate: () => {
+      leafReads++
+      return { fingerprint256: leaf }
+    }
+  } as unknown as TLSSocket
+  const mark = { fingerprint: 'AA:AA', finished: Buffer.from('first-finish') }
+  t.equal(sameHandshake(socket, mark), true, 'the same handshake')
+  t.equal(leafReads, 0, 'without reading the leaf')
+
+  finished = Buffer.from('second-finis')
+  t.equal(sameHandshake(socket, mark), true, 'a new handshake with the same leaf')
+  t.equal(leafReads, 1)
+  t.same(mark.finished, Buffer.from('second-finis'), 'the mark moves to the new handshake')
+  t.equal(sameHandshake(socket, mark), true)
+  t.equal(leafReads, 1, 'and the next request reads nothing')
+
+  finished = Buffer.from('third-finish')
+  leaf = 'BB:BB'
+  t.equal(sameHandshake(socket, mark), false, 'a new handshake with another leaf')
+  t.equal(mark.finished.toString(), 'second-finis', 'the mark stays on the handshake it was made on')
+
+  finished = undefined
+  leaf = 'AA:AA'
+  t.equal(sameHandshake(socket, mark), true, 'no Finished to compare: the leaf decides')
+  t.equal(leafReads, 3)
+  t.equal(sameHandshake(socket, { fingerprint: 'AA:AA', finished: undefined }), true)
+  leaf = 'CC:CC'
+  t.equal(sameHandshake(socket, { fingerprint: 'AA:AA', finished: undefined }), false)
+})
