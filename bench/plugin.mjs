@@ -1,39 +1,53 @@
 // What fastify-mtls-auth costs the server, next to bare Fastify mTLS, measured side by side.
 //
-//   npm run build && npm run bench [-- --quick | --rounds N | --only mtls,forwarded,memory | --keys ec|rsa | --profile | --no-pin]
+//   npm run build && npm run bench [-- --quick | --rounds N | --only mtls,forwarded,memory | --keys ec|rsa
+//                                     | --tls 1.3|1.2 | --guard config|hook | --calibrate | --profile | --no-pin]
 //
-// Interleaved in one run: every round measures each metric in short blocks A B B A A B ...
-// (each side's blocks added up), so that the drift of a shared machine hits both sides alike:
+// The servers, each in its own child process:
 //   A  bare Fastify HTTPS with requestCert: true (mTLS, no plugin)
-//   B  the same app with the plugin: required mode, a global policy, a route guard (app.mtls.require)
+//   B  the same app with the plugin: required mode, a global policy, and a route policy (in the
+//      route's config, judged by the plugin's one onRequest hook; --guard hook: a guard of its
+//      own, app.mtls.require(), one more hook per request)
+//   L  A plus an onRequest hook that reads the leaf once per connection as the plugin does
+//      (lib/sources/tls.ts leafFingerprint): what the plugin cannot avoid on a new connection
 // and, for the forwarded source, a plain-HTTP app behind a "proxy" on 127.0.0.1:
 //   FA the same route without the plugin (the header is sent all the same)
 //   FB the plugin with forwarded: { header, format: 'escaped-pem', trustedProxies: ['127.0.0.1'] }
-// and, for new connections only, what the plugin cannot avoid there:
-//   L  A plus an onRequest hook that reads the leaf once per connection as the plugin does
-//      (getPeerCertificate(false), or getPeerX509Certificate() on a resumed session)
 //
-// Each server runs in its own child process (pinned to core 0 when `taskset` exists; this
-// process, the load generator, to core 1) and reports its own CPU (process.cpuUsage() deltas
-// around each measured phase, over IPC), so the load generator's CPU never counts. Measured:
+// Every metric is measured in blocks, each block one sample of every side, the order of the
+// sides going through every permutation. Two ways:
+//   - alone: the sides one after the other, each with core 0 to itself (taskset; this process,
+//     the load generator, on core 1): keep-alive req/s and p50/p99 latency, forwarded cold
+//   - side by side: all sides at once on core 0 under the same load, so that whatever else the
+//     shared machine does meanwhile hits them alike; server CPU is what the targets are about,
+//     and this way the spread of B − A is several times narrower than alone. L takes part in the
+//     keep-alive blocks too, so that it has the same history (V8 sizes its young generation by
+//     the load a process has seen: a server that sat out the keep-alive blocks costs ~8% more
+//     per handshake with nothing else different; --calibrate makes L identical to A to show
+//     the method's own noise)
+// Server CPU comes from each server's own process.cpuUsage() around the block, over IPC, so the
+// load generator's CPU never counts. Measured:
 //   - keep-alive: N connections, one request in flight on each, for a fixed time: req/s,
 //     p50/p99 latency, server CPU µs per request (connections opened and warmed outside the window)
-//   - new connections: full handshakes, and resumed ones (TLS 1.3 ticket of an earlier
-//     connection; for B the certificate was seen before, so the verdict cache answers): a
-//     tls.connect generator, one request per connection: server CPU µs per connection
+//   - new connections: full handshakes, and resumed ones (TLS ticket of an earlier connection;
+//     for B the certificate was seen before, so the verdict cache answers): a tls.connect
+//     generator, one request per connection: server CPU µs per connection
 //   - forwarded warm (the same certificate every request) and cold (a new certificate every
 //     request: leaves minted from one DER template re-signed with crypto.sign)
 //   - memory: 100,000 distinct certificates through the Authenticator and its caches, in a
 //     child with --expose-gc: heapUsed after GC at 10k, 50k and 100k
 // Reported: medians over all blocks with their interquartile range, and the added cost B − A
-// as the median of the differences within block pairs, against the targets of issue 7 (PASS/MISS).
+// as the median of the differences within each block, against the targets of issue 7 (PASS/MISS).
 //
-//   --quick     3 short rounds and 20,000 certificates for memory: under a minute
-//   --rounds N  rounds (default 7, --quick 3), each of 4 blocks A B / B A per metric
-//   --only      a comma list of mtls, forwarded, memory (default all three)
-//   --keys      ec (default, P-256 everywhere) or rsa (RSA-2048 everywhere)
-//   --profile   write V8 CPU profiles of the plugin's servers (node --cpu-prof) to bench/profiles/
-//   --no-pin    do not pin processes to cores
+//   --quick      3 short rounds and 20,000 certificates for memory: under a minute
+//   --rounds N   rounds (default 7, --quick 3), each of 4 blocks per metric
+//   --only       a comma list of mtls, forwarded, memory (default all three)
+//   --keys       ec (default, P-256 everywhere) or rsa (RSA-2048 everywhere)
+//   --tls        the highest version the clients offer: 1.3 (default) or 1.2
+//   --guard      config (default) or hook, for B's route policy (see above)
+//   --calibrate  L does nothing more than A: its "L − A" row is the method's noise (an A/A test)
+//   --profile    write V8 CPU profiles of the plugin's servers (node --cpu-prof) to bench/profiles/
+//   --no-pin     do not pin processes to cores
 import { execFileSync, spawn, fork } from 'node:child_process'
 import { once } from 'node:events'
 import { createHash, createPrivateKey, randomBytes, sign, X509Certificate } from 'node:crypto'
@@ -170,7 +184,7 @@ async function serve () {
   }
   // the same handler everywhere: the plugin's cost, not the application's use of the identity
   const reply = async () => ({ ok: true })
-  if (variant === 'L' && process.env.BENCH_L_AS_A === undefined) {
+  if (variant === 'L' && !process.argv.includes('--calibrate')) {
     // what the plugin cannot avoid on a new connection: reading the leaf from Node once
     const seen = new WeakSet()
     app.addHook('onRequest', (request, _reply, done) => {
@@ -183,7 +197,10 @@ async function serve () {
       done()
     })
   }
-  if (plugin) app.get('/orders', { onRequest: app.mtls.require(ROUTE_GUARD) }, reply)
+  // the route's policy in its config (judged by the plugin's one onRequest hook), or with --guard hook
+  // as a guard of its own, app.mtls.require(): one more hook per request
+  if (plugin && process.argv.includes('--guard-hook')) app.get('/orders', { onRequest: app.mtls.require(ROUTE_GUARD) }, reply)
+  else if (plugin) app.get('/orders', { config: { mtls: ROUTE_GUARD } }, reply)
   else app.get('/orders', reply)
   await app.listen({ host: '127.0.0.1', port: 0 })
 
@@ -204,9 +221,9 @@ async function serve () {
 }
 
 class Server {
-  constructor (variant, pki, { pin, profile }) {
+  constructor (variant, pki, { pin, profile, flags }) {
     this.variant = variant
-    const args = [...(profile && (variant === 'B' || variant === 'FB') ? ['--cpu-prof', `--cpu-prof-dir=${join(SELF, '..', 'profiles')}`, `--cpu-prof-name=${variant}-${Date.now()}.cpuprofile`] : []), SELF, '--serve', variant]
+    const args = [...(profile && (variant === 'B' || variant === 'FB') ? ['--cpu-prof', `--cpu-prof-dir=${join(SELF, '..', 'profiles')}`, `--cpu-prof-name=${variant}-${Date.now()}.cpuprofile`] : []), SELF, '--serve', variant, ...flags]
     const [cmd, argv] = pin ? ['taskset', ['-c', '0', process.execPath, ...args]] : [process.execPath, args]
     this.child = spawn(cmd, argv, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     this.messages = []
@@ -498,10 +515,15 @@ async function main () {
       only: { type: 'string', default: 'mtls,forwarded,memory' },
       keys: { type: 'string', default: 'ec' },
       profile: { type: 'boolean', default: false },
+      guard: { type: 'string', default: 'config' },
+      tls: { type: 'string', default: '1.3' },
+      calibrate: { type: 'boolean', default: false },
       'no-pin': { type: 'boolean', default: false }
     }
   })
   if (!['ec', 'rsa'].includes(args.keys)) throw new Error('--keys is ec or rsa')
+  if (!['config', 'hook'].includes(args.guard)) throw new Error('--guard is config or hook')
+  if (!['1.2', '1.3'].includes(args.tls)) throw new Error('--tls is 1.2 or 1.3')
   const sections = args.only.split(',')
   const unknown = sections.filter((x) => !['mtls', 'forwarded', 'memory'].includes(x))
   if (unknown.length > 0) throw new Error(`--only takes mtls, forwarded and memory, not ${unknown.join(', ')}`)
@@ -534,20 +556,20 @@ async function main () {
 
   const pki = makePki(args.keys)
   const mint = leafMinter(pki)
-  const tlsOptions = { servername: 'localhost', ca: pki.root.cert, cert: pki.client.cert + pki.intermediate.cert, key: pki.client.key }
+  const tlsOptions = { servername: 'localhost', ca: pki.root.cert, cert: pki.client.cert + pki.intermediate.cert, key: pki.client.key, maxVersion: args.tls === '1.2' ? 'TLSv1.2' : 'TLSv1.3' }
   const warmRequest = httpRequest(`${FORWARDED_HEADER}: ${escapedPem(new X509Certificate(pki.client.cert).raw)}\r\n`)
 
   console.log(`fastify-mtls-auth plugin benchmark: node ${process.version}, ${cores} cores (${cpus()[0]?.model.trim() ?? '?'}), ` +
-    `${args.keys === 'rsa' ? 'RSA-2048' : 'ECDSA P-256'} keys, TLS 1.3, ${pin ? 'servers on core 0, load generator on core 1' : 'not pinned'}${quick ? ', --quick' : ''}`)
+    `${args.keys === 'rsa' ? 'RSA-2048' : 'ECDSA P-256'} keys, TLS ${args.tls}, route policy ${args.guard === 'hook' ? 'as a guard hook' : 'in route config'}${args.calibrate ? ', --calibrate (L = A)' : ''}, ${pin ? 'servers on core 0, load generator on core 1' : 'not pinned'}${quick ? ', --quick' : ''}`)
   console.log(`${cfg.rounds} rounds of ${cfg.blocks} blocks A B / B A per metric; keep-alive: ${cfg.connections} connections × ${cfg.keepAliveMs / 1000} s; ` +
     `new connections: ${cfg.handshakes} full, ${cfg.handshakes} resumed (${cfg.handshakeConcurrency} at a time), one request each; forwarded cold: ${cfg.cold} requests`)
 
   const rows = { keepAlive: { A: [], B: [] }, keepAliveCpu: { A: [], B: [], L: [] }, full: { A: [], B: [], L: [] }, resumed: { A: [], B: [], L: [] }, warm: { A: [], B: [] }, cold: { A: [], B: [] } }
   const verified = { keepAlive: 0, keepAliveCpu: 0, full: 0, resumed: 0, warm: 0, cold: 0 }
   if (run.mtls || run.forwarded) {
-    const variants = [...(run.mtls ? (process.env.BENCH_ORDER ?? 'A,B,L').split(',') : []), ...(run.forwarded ? ['FA', 'FB'] : [])]
+    const variants = [...(run.mtls ? ['A', 'B', 'L'] : []), ...(run.forwarded ? ['FA', 'FB'] : [])]
     const servers = {}
-    for (const v of variants) servers[v] = new Server(v, pki, { pin, profile: args.profile })
+    for (const v of variants) servers[v] = new Server(v, pki, { pin, profile: args.profile, flags: [...(args.guard === 'hook' ? ['--guard-hook'] : []), ...(args.calibrate ? ['--calibrate'] : [])] })
     await Promise.all(Object.values(servers).map((s) => s.ready()))
 
     // warm-up, not measured: JIT, the plugin's caches, the learned pool

@@ -671,51 +671,66 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     return peer === undefined ? UNJUDGED : remembered(peer, connections.get(peer.connection))
   }
 
-  // Every request passes here: the common case (a kept-alive connection whose verdict holds,
-  // policies without `check` functions) runs without an await.
-  fastify.addHook('onRequest', async function mtlsOnRequest (request, reply) {
-    const route = routePolicyAtRequest(request)
-    if (route === false) {
-      counters.exempt++
+  // Every request passes here. The hook takes Fastify's `done` callback rather than returning a
+  // promise: the common case (a kept-alive connection whose verdict holds, policies without
+  // async `check` functions, no onAuthenticated) finishes synchronously, without a promise or a
+  // microtask; anything that has to wait continues as a promise handed to `done`.
+  fastify.addHook('onRequest', function mtlsOnRequest (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void): void {
+    let pending: Promise<void> | undefined
+    try {
+      const route = routePolicyAtRequest(request)
+      if (route === false) {
+        counters.exempt++
+      } else {
+        const known = rememberedForRequest(request)
+        if (known === UNJUDGED) {
+          pending = requestOutcome(request).then(({ outcome, missing }) => authorise(request, reply, route, outcome, missing))
+        } else {
+          counters.connectionReuses++
+          pending = authorise(request, reply, route, known, 'no client certificate was presented')
+        }
+      }
+    } catch (err) {
+      done(err as Error)
       return
     }
-    const known = rememberedForRequest(request)
-    if (known !== UNJUDGED) counters.connectionReuses++
-    // the remembered verdict without an object around it: this is the path of every kept-alive request
-    let outcome: Outcome | undefined
-    let missing = 'no client certificate was presented'
-    if (known === UNJUDGED) ({ outcome, missing } = await requestOutcome(request))
-    else outcome = known
+    if (pending === undefined) done()
+    else pending.then(() => { done() }, done)
+  })
+
+  /** The outcome against the policies: undefined when finished, or a promise of the rest. */
+  function authorise (request: FastifyRequest, reply: FastifyReply, route: CompiledPolicy<FastifyRequest> | undefined, outcome: Outcome | undefined, missing: string): Promise<void> | undefined {
     ;(request as RequestWithOutcome)[kOutcome] = outcome ?? null
     if (outcome === undefined) {
-      if (o.mode === 'required' || route !== undefined) {
-        await reject(request, 'FST_MTLS_CERT_MISSING', missing, null)
-      } else if ((request as RequestWithOutcome)[kWouldReject] === null) counters.withoutCertificate++
-      return
+      if (o.mode === 'required' || route !== undefined) return reject(request, 'FST_MTLS_CERT_MISSING', missing, null)
+      if ((request as RequestWithOutcome)[kWouldReject] === null) counters.withoutCertificate++
+      return undefined
     }
-    if (outcome.kind === 'fail') {
-      await reject(request, outcome.code, outcome.reason, null)
-      return
-    }
+    if (outcome.kind === 'fail') return reject(request, outcome.code, outcome.reason, null)
     const identity = outcome.identity
     request.clientIdentity = identity
-    // a policy answers with a boolean, or a promise when it has an async `check`: only a promise is awaited (an await costs a tick)
+    // a policy answers with a boolean, or a promise when it has an async `check`
     const globalAnswer = globalPolicy?.(identity, request) ?? true
-    if (typeof globalAnswer === 'boolean' ? !globalAnswer : !await globalAnswer) {
-      await reject(request, 'FST_MTLS_FORBIDDEN', 'the global policy does not match', identity)
-      return
-    }
+    if (globalAnswer === true) return routeStep(request, reply, route, identity)
+    if (globalAnswer === false) return reject(request, 'FST_MTLS_FORBIDDEN', 'the global policy does not match', identity)
+    return globalAnswer.then((ok) => ok ? routeStep(request, reply, route, identity) : reject(request, 'FST_MTLS_FORBIDDEN', 'the global policy does not match', identity))
+  }
+
+  function routeStep (request: FastifyRequest, reply: FastifyReply, route: CompiledPolicy<FastifyRequest> | undefined, identity: ClientIdentity): Promise<void> | undefined {
     const routeAnswer = route?.(identity, request) ?? true
-    if (typeof routeAnswer === 'boolean' ? !routeAnswer : !await routeAnswer) {
-      await reject(request, 'FST_MTLS_FORBIDDEN', `the policy of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, identity)
-      return
-    }
+    if (routeAnswer === true) return accepted(request, reply, identity)
+    const refuse = (): Promise<void> => reject(request, 'FST_MTLS_FORBIDDEN', `the policy of route ${request.routeOptions.method} ${request.routeOptions.url} does not match`, identity)
+    if (routeAnswer === false) return refuse()
+    return routeAnswer.then((ok) => ok ? accepted(request, reply, identity) : refuse())
+  }
+
+  function accepted (request: FastifyRequest, reply: FastifyReply, identity: ClientIdentity): Promise<void> | undefined {
     if ((request as RequestWithOutcome)[kWouldReject] === null) counters.accepted++
     // every later line of this request, the handler's and Fastify's own included, names the client
     if (o.logIdentity) bindLog(request, reply, identity)
     const onAuthenticated = o.onAuthenticated
-    if (onAuthenticated !== undefined) await safely('onAuthenticated', request, () => onAuthenticated(identity, request))
-  })
+    return onAuthenticated === undefined ? undefined : safely('onAuthenticated', request, () => onAuthenticated(identity, request))
+  }
 
   const namespace: MtlsNamespace = {
     require (policy?: Policy<FastifyRequest>) {
