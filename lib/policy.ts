@@ -125,9 +125,20 @@ export function compilePolicy<Req = unknown> (policy: Policy<Req>, options: Comp
     onCheckError: onCheckError ?? ignore
   }
   const root = compileNode<Req>(policy, 'policy', context, new Set())
+  // Without a `check`, the verdict is a function of the identity alone, and the plugin's identities
+  // are frozen and shared by every request of a connection (and every connection of a cached
+  // certificate): the answer is remembered per frozen identity, a WeakMap read instead of
+  // walking names on every request. An identity that is not frozen is evaluated every time.
+  const verdicts = new WeakMap<Identity, boolean>()
   const predicate = root.hasAsync
     ? async (identity: Identity, request: Req): Promise<boolean> => root.pre(identity) && await root.rest(identity, request)
-    : (identity: Identity): boolean => root.pre(identity)
+    : (identity: Identity): boolean => {
+        const known = verdicts.get(identity)
+        if (known !== undefined) return known
+        const answer = root.pre(identity)
+        if (Object.isFrozen(identity)) verdicts.set(identity, answer)
+        return answer
+      }
   return Object.freeze(Object.assign(predicate, {
     isAsync: root.hasAsync,
     matchesNamesOnly: root.namesOnly(false)
