@@ -57,6 +57,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import { parseArgs } from 'node:util'
+import { PerformanceObserver } from 'node:perf_hooks'
 
 const SELF = new URL(import.meta.url).pathname
 
@@ -205,14 +206,19 @@ async function serve () {
   await app.listen({ host: '127.0.0.1', port: 0 })
 
   let start
+  // garbage collection in this process, from V8's own gc entries (main-thread pause time)
+  let gcMs = 0
+  new PerformanceObserver((list) => { for (const e of list.getEntries()) gcMs += e.duration }).observe({ entryTypes: ['gc'] })
+  let gcStart = 0
   process.on('message', (m) => {
     if (m.type === 'start') {
       start = process.cpuUsage()
+      gcStart = gcMs
       process.send({ type: 'started', verifications: plugin ? app.mtls.status().verifications : undefined })
     } else if (m.type === 'stop') {
       const d = process.cpuUsage(start)
       const status = plugin ? app.mtls.status() : undefined
-      process.send({ type: 'cpu', us: d.user + d.system, verifications: status?.verifications, caches: status?.caches })
+      process.send({ type: 'cpu', us: d.user + d.system, gcUs: (gcMs - gcStart) * 1000, verifications: status?.verifications, caches: status?.caches })
     } else if (m.type === 'exit') {
       app.close().then(() => process.exit(0), () => process.exit(1))
     }
@@ -223,7 +229,7 @@ async function serve () {
 class Server {
   constructor (variant, pki, { pin, profile, flags }) {
     this.variant = variant
-    const args = [...(profile && (variant === 'B' || variant === 'FB') ? ['--cpu-prof', `--cpu-prof-dir=${join(SELF, '..', 'profiles')}`, `--cpu-prof-name=${variant}-${Date.now()}.cpuprofile`] : []), SELF, '--serve', variant, ...flags]
+    const args = [...(profile && variant !== 'L' ? ['--cpu-prof', `--cpu-prof-dir=${join(SELF, '..', 'profiles')}`, `--cpu-prof-name=${variant}-${Date.now()}.cpuprofile`] : []), SELF, '--serve', variant, ...flags]
     const [cmd, argv] = pin ? ['taskset', ['-c', '0', process.execPath, ...args]] : [process.execPath, args]
     this.child = spawn(cmd, argv, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     this.messages = []
@@ -262,7 +268,7 @@ class Server {
   async stop () {
     this.child.send({ type: 'stop' })
     const m = await this.next()
-    return { us: m.us, verifications: m.verifications === undefined ? undefined : m.verifications - this.started.verifications }
+    return { us: m.us, gcUs: m.gcUs, verifications: m.verifications === undefined ? undefined : m.verifications - this.started.verifications }
   }
 
   async close () {
@@ -372,7 +378,7 @@ async function keepAlive (servers, { connections, ms, total, requests, warmup, t
   return sides.map(({ server, conns, latencies, errors, firstError }, i) => {
     for (const c of conns) c.socket.destroy()
     if (errors > 0) throw new Error(`${server.variant}: ${errors} of ${latencies.length} requests failed; first: ${firstError}`)
-    return { count: latencies.length, elapsed, cpuUs: cpus[i].us, latencies, verifications: cpus[i].verifications ?? 0 }
+    return { count: latencies.length, elapsed, cpuUs: cpus[i].us, gcUs: cpus[i].gcUs, latencies, verifications: cpus[i].verifications ?? 0 }
   })
 }
 
@@ -424,7 +430,7 @@ async function handshakes (servers, { n, concurrency, resume, tlsOptions }) {
   return servers.map((server, k) => {
     const expected = resume ? n : 0
     if (resumed[k] !== expected) throw new Error(`${server.variant}: ${resumed[k]} of ${n} connections resumed, expected ${expected}`)
-    return { count: n, elapsed, cpuUs: cpus[k].us, latencies: [], verifications: cpus[k].verifications ?? 0 }
+    return { count: n, elapsed, cpuUs: cpus[k].us, gcUs: cpus[k].gcUs, latencies: [], verifications: cpus[k].verifications ?? 0 }
   })
 }
 
@@ -439,6 +445,7 @@ function merge (blocks) {
     p50: percentile(latencies, 0.5) / 1000,
     p99: percentile(latencies, 0.99) / 1000,
     cpu: blocks.reduce((a, b) => a + b.cpuUs, 0) / count,
+    gc: blocks.reduce((a, b) => a + b.gcUs, 0) / count,
     verifications: blocks.reduce((a, b) => a + b.verifications, 0)
   }
 }
@@ -651,12 +658,14 @@ async function main () {
   for (const [metric, label] of [['keepAliveCpu', 'mTLS keep-alive'], ['warm', 'forwarded, same certificate every request']]) {
     if (rows[metric].A.length === 0) continue
     together.push([`${label}: server CPU µs/request`, spread(side(metric, 'A', 'cpu'), 1), spread(side(metric, 'B', 'cpu'), 1), spread(added(metric, 'cpu'), 1, ' µs')])
+    together.push(['  of which in GC pauses', spread(side(metric, 'A', 'gc'), 1), spread(side(metric, 'B', 'gc'), 1), spread(added(metric, 'gc'), 1, ' µs')])
   }
   for (const [metric, label] of [['full', 'new connection, full handshake'], ['resumed', 'new connection, resumed handshake']]) {
     if (rows[metric].A.length === 0) continue
     together.push([`${label}: server CPU µs`, spread(side(metric, 'A', 'cpu'), 0), spread(side(metric, 'B', 'cpu'), 0),
       `${spread(added(metric, 'cpu'), 0, ' µs')} = ${spread(addedPct(metric, 'cpu'), 1, '%')}`])
     together.push(['  of which Node reading the leaf (L − A)', spread(side(metric, 'L', 'cpu'), 0), '', `${spread(added(metric, 'cpu', 'L'), 0, ' µs')} = ${spread(addedPct(metric, 'cpu', 'L'), 1, '%')}`])
+    together.push(['  of which in GC pauses', spread(side(metric, 'A', 'gc'), 0), spread(side(metric, 'B', 'gc'), 0), spread(added(metric, 'gc'), 0, ' µs')])
   }
   const blocks = rows.keepAlive.A.length || rows.warm.A.length
   for (const [title, lines] of [

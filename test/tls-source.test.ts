@@ -185,8 +185,8 @@ t.test('sameHandshake: the Finished message tells a new handshake; only then is 
   let leafReads = 0
   const socket = {
     getFinished: () => finished,
-    isSessionReused: () => true,
-    getPeerX509Certificate: () => {
+    getSession: () => undefined,
+    getPeerCertificate: () => {
       leafReads++
       return { fingerprint256: leaf }
     }
@@ -214,4 +214,30 @@ t.test('sameHandshake: the Finished message tells a new handshake; only then is 
   t.equal(sameHandshake(socket, { fingerprint: 'AA:AA', finished: undefined }), true)
   leaf = 'CC:CC'
   t.equal(sameHandshake(socket, { fingerprint: 'AA:AA', finished: undefined }), false)
+})
+
+t.test('the session read: headers it does not take, a large leaf, the same leaf twice', async (t) => {
+  for (const [name, bytes] of [
+    ['a multi-byte tag', Buffer.from([0x1f, 0x81, 0x01, 0x00])],
+    ['a length in four bytes', Buffer.from([0x30, 0x84, 0x00, 0x00, 0x00, 0x03, 0x02, 0x01, 0x01])],
+    ['an indefinite length', Buffer.from([0x30, 0x80, 0x02, 0x01, 0x01, 0x00, 0x00])],
+    ['a length past the end', Buffer.from([0x30, 0x82, 0x01, 0x00, 0x02, 0x01, 0x01])],
+    ['a field cut short', Buffer.from([0x30, 0x05, 0x02, 0x01, 0x01, 0xa3, 0x05])]
+  ] as Array<[string, Buffer]>) {
+    const f = fake(bytes)
+    t.equal(leafFingerprint(f.socket), 'FROM:NODE', name)
+    t.ok(f.handed[0]?.every((x) => x === 0), `${name}: zeroed`)
+  }
+  const { createHash } = await import('node:crypto')
+  const fp = (b: Buffer): string | undefined => createHash('sha256').update(b).digest('hex').toUpperCase().match(/../g)?.join(':')
+  // larger than the remembered size (8 KiB): hashed every time, still right
+  const large = der(0x30, der(0x30, int(2), der(0x04, Buffer.alloc(9000, 1))), der(0x30), der(0x03, Buffer.from([0])))
+  t.equal(leafFingerprint(fake(session({ peer: large })).socket), fp(large))
+  // the same leaf twice (the second from memory), and another of the same length
+  const other = der(0x30, der(0x30, int(3)), der(0x30), der(0x03, Buffer.from([0])))
+  t.equal(other.length, certLike.length)
+  for (let i = 0; i < 2; i++) {
+    t.equal(leafFingerprint(fake(session()).socket), fp(certLike), `leaf ${i + 1}`)
+    t.equal(leafFingerprint(fake(session({ peer: other })).socket), fp(other), `the other leaf ${i + 1}`)
+  }
 })

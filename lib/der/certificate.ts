@@ -6,6 +6,7 @@ import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'no
 import { parseGeneralName, parseGeneralNames, type GeneralName } from './general-name.js'
 import { parseName, type ParsedName } from './name.js'
 import { OID } from './oids.js'
+import { colonHex } from '../crypto.js'
 import {
   DerError, DerReader, TAG, children, ctx, parseOne, readBigInt, readBoolean, readIntegerBytes,
   readExtensions, readNamedBits, readOctetString, readOid, readSmallInt, readTime, readBitString, tlvBytes,
@@ -196,10 +197,6 @@ function hex (b: Buffer): string {
   return b.toString('hex').toUpperCase()
 }
 
-function colonHex (b: Buffer): string {
-  return hex(b).replace(/(..)(?!$)/g, '$1:')
-}
-
 /** Largest certificate accepted (bounded memory for the parse cache; real ones are a few KiB). */
 export const MAX_CERTIFICATE_BYTES = 64 * 1024
 
@@ -339,7 +336,7 @@ export function parseCertificate (der: Buffer, sha256?: Buffer): ParsedCertifica
   return Object.freeze({
     der,
     sha256: digest,
-    fingerprint256: colonHex(digest),
+    fingerprint256: colonHex(digest.toString('hex')),
     version,
     serial,
     serialHex: hex(serialContent[0] === 0 && serialContent.length > 1 ? serialContent.subarray(1) : serialContent),
