@@ -17,14 +17,18 @@
 // Every metric is measured in blocks, each block one sample of every side, the order of the
 // sides going through every permutation. Two ways:
 //   - alone: the sides one after the other, each with core 0 to itself (taskset; this process,
-//     the load generator, on core 1): keep-alive req/s and p50/p99 latency, forwarded cold
+//     the load generator, on core 1): keep-alive req/s, p50/p99 latency and server CPU;
+//     forwarded warm and cold
 //   - side by side: all sides at once on core 0 under the same load, so that whatever else the
-//     shared machine does meanwhile hits them alike; server CPU is what the targets are about,
-//     and this way the spread of B − A is several times narrower than alone. L takes part in the
-//     keep-alive blocks too, so that it has the same history (V8 sizes its young generation by
-//     the load a process has seen: a server that sat out the keep-alive blocks costs ~8% more
-//     per handshake with nothing else different; --calibrate makes L identical to A to show
-//     the method's own noise)
+//     shared machine does meanwhile hits them alike: server CPU for keep-alive and forwarded
+//     warm (again), and for new connections (only this way: alone, the spread of B − A is
+//     wider than the whole budget). L takes part in the keep-alive blocks too, so that it has
+//     the same history (V8 sizes its young generation by the load a process has seen: a
+//     server that sat out the keep-alive blocks costs ~8% more per handshake with nothing
+//     else different; --calibrate makes L identical to A to show the method's own noise)
+// The per-request targets are checked both ways: alone, B − A spreads wider; side by side it
+// is narrower, but the sides also share the core's caches, which can charge the plugin for
+// its larger working set; neither way is the one true figure.
 // Server CPU comes from each server's own process.cpuUsage() around the block, over IPC, so the
 // load generator's CPU never counts. Measured:
 //   - keep-alive: N connections, one request in flight on each, for a fixed time: req/s,
@@ -57,7 +61,6 @@ import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import { parseArgs } from 'node:util'
-import { PerformanceObserver } from 'node:perf_hooks'
 
 const SELF = new URL(import.meta.url).pathname
 
@@ -206,19 +209,14 @@ async function serve () {
   await app.listen({ host: '127.0.0.1', port: 0 })
 
   let start
-  // garbage collection in this process, from V8's own gc entries (main-thread pause time)
-  let gcMs = 0
-  new PerformanceObserver((list) => { for (const e of list.getEntries()) gcMs += e.duration }).observe({ entryTypes: ['gc'] })
-  let gcStart = 0
   process.on('message', (m) => {
     if (m.type === 'start') {
       start = process.cpuUsage()
-      gcStart = gcMs
       process.send({ type: 'started', verifications: plugin ? app.mtls.status().verifications : undefined })
     } else if (m.type === 'stop') {
       const d = process.cpuUsage(start)
       const status = plugin ? app.mtls.status() : undefined
-      process.send({ type: 'cpu', us: d.user + d.system, gcUs: (gcMs - gcStart) * 1000, verifications: status?.verifications, caches: status?.caches })
+      process.send({ type: 'cpu', us: d.user + d.system, verifications: status?.verifications, caches: status?.caches })
     } else if (m.type === 'exit') {
       app.close().then(() => process.exit(0), () => process.exit(1))
     }
@@ -268,7 +266,7 @@ class Server {
   async stop () {
     this.child.send({ type: 'stop' })
     const m = await this.next()
-    return { us: m.us, gcUs: m.gcUs, verifications: m.verifications === undefined ? undefined : m.verifications - this.started.verifications }
+    return { us: m.us, verifications: m.verifications === undefined ? undefined : m.verifications - this.started.verifications }
   }
 
   async close () {
@@ -378,7 +376,7 @@ async function keepAlive (servers, { connections, ms, total, requests, warmup, t
   return sides.map(({ server, conns, latencies, errors, firstError }, i) => {
     for (const c of conns) c.socket.destroy()
     if (errors > 0) throw new Error(`${server.variant}: ${errors} of ${latencies.length} requests failed; first: ${firstError}`)
-    return { count: latencies.length, elapsed, cpuUs: cpus[i].us, gcUs: cpus[i].gcUs, latencies, verifications: cpus[i].verifications ?? 0 }
+    return { count: latencies.length, elapsed, cpuUs: cpus[i].us, latencies, verifications: cpus[i].verifications ?? 0 }
   })
 }
 
@@ -430,7 +428,7 @@ async function handshakes (servers, { n, concurrency, resume, tlsOptions }) {
   return servers.map((server, k) => {
     const expected = resume ? n : 0
     if (resumed[k] !== expected) throw new Error(`${server.variant}: ${resumed[k]} of ${n} connections resumed, expected ${expected}`)
-    return { count: n, elapsed, cpuUs: cpus[k].us, gcUs: cpus[k].gcUs, latencies: [], verifications: cpus[k].verifications ?? 0 }
+    return { count: n, elapsed, cpuUs: cpus[k].us, latencies: [], verifications: cpus[k].verifications ?? 0 }
   })
 }
 
@@ -445,7 +443,6 @@ function merge (blocks) {
     p50: percentile(latencies, 0.5) / 1000,
     p99: percentile(latencies, 0.99) / 1000,
     cpu: blocks.reduce((a, b) => a + b.cpuUs, 0) / count,
-    gc: blocks.reduce((a, b) => a + b.gcUs, 0) / count,
     verifications: blocks.reduce((a, b) => a + b.verifications, 0)
   }
 }
@@ -571,8 +568,8 @@ async function main () {
   console.log(`${cfg.rounds} rounds of ${cfg.blocks} blocks A B / B A per metric; keep-alive: ${cfg.connections} connections × ${cfg.keepAliveMs / 1000} s; ` +
     `new connections: ${cfg.handshakes} full, ${cfg.handshakes} resumed (${cfg.handshakeConcurrency} at a time), one request each; forwarded cold: ${cfg.cold} requests`)
 
-  const rows = { keepAlive: { A: [], B: [] }, keepAliveCpu: { A: [], B: [], L: [] }, full: { A: [], B: [], L: [] }, resumed: { A: [], B: [], L: [] }, warm: { A: [], B: [] }, cold: { A: [], B: [] } }
-  const verified = { keepAlive: 0, keepAliveCpu: 0, full: 0, resumed: 0, warm: 0, cold: 0 }
+  const rows = { keepAlive: { A: [], B: [] }, keepAliveCpu: { A: [], B: [], L: [] }, full: { A: [], B: [], L: [] }, resumed: { A: [], B: [], L: [] }, warm: { A: [], B: [] }, warmAlone: { A: [], B: [] }, cold: { A: [], B: [] } }
+  const verified = { keepAlive: 0, keepAliveCpu: 0, full: 0, resumed: 0, warm: 0, warmAlone: 0, cold: 0 }
   if (run.mtls || run.forwarded) {
     const variants = [...(run.mtls ? ['A', 'B', 'L'] : []), ...(run.forwarded ? ['FA', 'FB'] : [])]
     const servers = {}
@@ -623,7 +620,9 @@ async function main () {
         await measureBlocks('resumed', 'together', (keys) => handshakes(on(keys), { n: cfg.handshakes / cfg.blocks, concurrency: cfg.handshakeConcurrency, resume: true, tlsOptions }))
       }
       if (run.forwarded) {
-        await measureBlocks('warm', 'together', (keys) => keepAlive(on(keys, 'F'), { connections: cfg.connections, ms: cfg.keepAliveMs / cfg.blocks, requests: warmRequest }))
+        const warm = { connections: cfg.connections, ms: cfg.keepAliveMs / cfg.blocks, requests: warmRequest }
+        await measureBlocks('warmAlone', 'alone', (keys) => keepAlive(on(keys, 'F'), warm))
+        await measureBlocks('warm', 'together', (keys) => keepAlive(on(keys, 'F'), warm))
         // a new certificate for every cold request (the same ones for A and B), minted before the
         // phase: the load generator's work, not the server's
         const cold = Array.from({ length: cfg.blocks }, () => Array.from({ length: cfg.cold / cfg.blocks }, () => httpRequest(`${FORWARDED_HEADER}: ${escapedPem(mint())}\r\n`)))
@@ -648,7 +647,7 @@ async function main () {
   const addedPct = (metric, field, k = 'B') => rows[metric][k].map((b, i) => 100 * (b[field] - rows[metric].A[i][field]) / rows[metric].A[i][field])
   const alone = []
   const together = []
-  for (const [metric, label] of [['keepAlive', 'mTLS keep-alive'], ['cold', 'forwarded, new certificate every request']]) {
+  for (const [metric, label] of [['keepAlive', 'mTLS keep-alive'], ['warmAlone', 'forwarded, same certificate every request'], ['cold', 'forwarded, new certificate every request']]) {
     if (rows[metric].A.length === 0) continue
     alone.push([`${label}: req/s`, spread(side(metric, 'A', 'perSecond'), 0), spread(side(metric, 'B', 'perSecond'), 0), `${f(stats(addedPct(metric, 'perSecond')).median, 1)}%`])
     alone.push([`${label}: latency p50 / p99 ms`, `${f(stats(side(metric, 'A', 'p50')).median, 2)} / ${f(stats(side(metric, 'A', 'p99')).median, 2)}`,
@@ -658,14 +657,12 @@ async function main () {
   for (const [metric, label] of [['keepAliveCpu', 'mTLS keep-alive'], ['warm', 'forwarded, same certificate every request']]) {
     if (rows[metric].A.length === 0) continue
     together.push([`${label}: server CPU µs/request`, spread(side(metric, 'A', 'cpu'), 1), spread(side(metric, 'B', 'cpu'), 1), spread(added(metric, 'cpu'), 1, ' µs')])
-    together.push(['  of which in GC pauses', spread(side(metric, 'A', 'gc'), 1), spread(side(metric, 'B', 'gc'), 1), spread(added(metric, 'gc'), 1, ' µs')])
   }
   for (const [metric, label] of [['full', 'new connection, full handshake'], ['resumed', 'new connection, resumed handshake']]) {
     if (rows[metric].A.length === 0) continue
     together.push([`${label}: server CPU µs`, spread(side(metric, 'A', 'cpu'), 0), spread(side(metric, 'B', 'cpu'), 0),
       `${spread(added(metric, 'cpu'), 0, ' µs')} = ${spread(addedPct(metric, 'cpu'), 1, '%')}`])
     together.push(['  of which Node reading the leaf (L − A)', spread(side(metric, 'L', 'cpu'), 0), '', `${spread(added(metric, 'cpu', 'L'), 0, ' µs')} = ${spread(addedPct(metric, 'cpu', 'L'), 1, '%')}`])
-    together.push(['  of which in GC pauses', spread(side(metric, 'A', 'gc'), 0), spread(side(metric, 'B', 'gc'), 0), spread(added(metric, 'gc'), 0, ' µs')])
   }
   const blocks = rows.keepAlive.A.length || rows.warm.A.length
   for (const [title, lines] of [
@@ -685,18 +682,22 @@ async function main () {
     console.log('')
     console.log('chain verifications by the plugin while measured: ' + [
       ...(run.mtls ? [`mTLS keep-alive ${verified.keepAlive + verified.keepAliveCpu}`, `full handshakes ${verified.full}`, `resumed ${verified.resumed}`] : []),
-      ...(run.forwarded ? [`forwarded warm ${verified.warm}`, `forwarded cold ${verified.cold} of ${cfg.cold * cfg.rounds} requests`] : [])
+      ...(run.forwarded ? [`forwarded warm ${verified.warm + verified.warmAlone}`, `forwarded cold ${verified.cold} of ${cfg.cold * cfg.rounds} requests`] : [])
     ].join(', '))
   }
 
   const targets = []
   const check = (what, value, limit, unit) => targets.push([what, value <= limit, `${f(value, 2)}${unit}`])
   if (run.mtls) {
-    check('added server CPU per keep-alive request ≤ 3 µs', stats(added('keepAliveCpu', 'cpu')).median, 3, ' µs')
+    check('added server CPU per keep-alive request ≤ 3 µs (alone)', stats(added('keepAlive', 'cpu')).median, 3, ' µs')
+    check('added server CPU per keep-alive request ≤ 3 µs (side by side)', stats(added('keepAliveCpu', 'cpu')).median, 3, ' µs')
     check('added server CPU per full handshake ≤ 3%', stats(addedPct('full', 'cpu')).median, 3, '%')
     check('added server CPU per resumed handshake, certificate seen before ≤ 5%', stats(addedPct('resumed', 'cpu')).median, 5, '%')
   }
-  if (run.forwarded) check('added server CPU per forwarded warm request ≤ 10 µs', stats(added('warm', 'cpu')).median, 10, ' µs')
+  if (run.forwarded) {
+    check('added server CPU per forwarded warm request ≤ 10 µs (alone)', stats(added('warmAlone', 'cpu')).median, 10, ' µs')
+    check('added server CPU per forwarded warm request ≤ 10 µs (side by side)', stats(added('warm', 'cpu')).median, 10, ' µs')
+  }
   if (mem !== undefined) {
     console.log('')
     console.log(`memory: ${f(mem.points.at(-1).certificates, 0)} distinct certificates through the Authenticator and its caches ` +
