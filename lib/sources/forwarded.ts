@@ -132,16 +132,21 @@ export function compileGate (trusted: unknown): CompiledGate {
 export const MAX_HEADER_LINES = 1000
 
 /**
- * How often each of `names` appears among the request's raw header lines. Node joins a
+ * How often each of `names` appears among the request's raw header lines (a name that does
+ * not appear has no entry). Node joins a
  * repeated header with ", " (which looks like a valid multi-hop XFCC list), and
  * headersDistinct does not exist under HTTP/2, so the raw lines are counted.
  */
 export function headerCounts (request: FastifyRequest, names: readonly string[]): Map<string, { count: number, values: string[] }> {
-  const out = new Map(names.map((n) => [n, { count: 0, values: [] as string[] }]))
+  // entries only for the names that appear: this runs on every request from a proxy
+  const out = new Map<string, { count: number, values: string[] }>()
   const raw = request.raw.rawHeaders
   for (let i = 0; i < raw.length; i += 2) {
-    const entry = out.get((raw[i] as string).toLowerCase())
-    if (entry !== undefined) {
+    const name = (raw[i] as string).toLowerCase()
+    if (!names.includes(name)) continue
+    const entry = out.get(name)
+    if (entry === undefined) out.set(name, { count: 1, values: [raw[i + 1] as string] })
+    else {
       entry.count++
       entry.values.push(raw[i + 1] as string)
     }
