@@ -150,6 +150,10 @@ function bindingsOf (identity: ClientIdentity): Record<string, string> {
   return b
 }
 
+/** A request's outcome, and what to say when it has no certificate. */
+interface Judged { outcome: Outcome | undefined, missing: string }
+type HeaderCounts = ReturnType<typeof headerCounts>
+
 interface ConnectionState extends HandshakeMark {
   epoch: number
   outcome: Outcome | undefined
@@ -428,6 +432,11 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     return outcome
   }
 
+  function noted (request: FastifyRequest, outcome: Outcome): Outcome {
+    if (outcome.kind === 'ok') noteVerdict(request, outcome)
+    return outcome
+  }
+
   // warnings are written once per verdict and expiry warnings once per certificate (bounded)
   const warnedVerdicts = new WeakSet<object>()
   const warnedExpiry = new LruCache<string, true>(1024)
@@ -448,39 +457,55 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
    * connection. A trusted proxy's connection never yields a TLS identity; the headers from
    * anyone else are refused, never read.
    */
-  async function requestOutcome (request: FastifyRequest): Promise<{ outcome: Outcome | undefined, missing: string }> {
-    if (fwd !== undefined) {
-      const counts = headerCounts(request, forwardedNames)
-      const sent = forwardedNames.filter((n) => (counts.get(n)?.count ?? 0) > 0)
-      // a socket reports no address when it is a Unix socket, and also once a TCP client has gone:
-      // only a server listening on a path has Unix peers
-      const address = normaliseAddress(request.raw.socket?.remoteAddress)
-      let trusted = (address !== undefined || typeof fastify.server.address() === 'string') && fwd.gate.byAddress?.(address) === true
-      if (!trusted && proxyPolicy !== undefined) {
-        const proxy = await connectionOutcome(request)
-        trusted = proxy?.kind === 'ok' && await proxyPolicy(proxy.identity, request)
-      }
-      if (trusted) {
-        // past Node's header-line limit the rest is dropped silently: a repeat could be among them
-        if (request.raw.rawHeaders.length / 2 >= MAX_HEADER_LINES) {
-          await reject(request, 'FST_MTLS_CERT_MALFORMED', `${request.raw.rawHeaders.length / 2} header lines: too many to be sure the certificate header appears once`, null)
-          return { outcome: undefined, missing: 'too many header lines' }
-        }
-        // RFC 9440 lets Client-Cert-Chain span several lines (a list); every other header must appear once
-        const repeated = sent.find((n) => n !== fwd.chainHeader && (counts.get(n)?.count ?? 0) > 1)
-        if (repeated !== undefined) {
-          await reject(request, 'FST_MTLS_CERT_MALFORMED', `header ${repeated} appears ${counts.get(repeated)?.count} times`, null)
-          // reached only with enforce: false: a repeated header never yields an identity
-          return { outcome: undefined, missing: `header ${repeated} appears more than once` }
-        }
-        return { outcome: await forwardedOutcome(request, counts), missing: 'the trusted proxy forwarded no client certificate' }
-      }
-      if (sent.length > 0) {
-        await reject(request, 'FST_MTLS_FORWARDED_UNTRUSTED', `${sent.join(', ')} sent by ${String(request.raw.socket?.remoteAddress)}, which is not a trusted proxy`, null)
-      }
+  function requestOutcome (request: FastifyRequest): Judged | Promise<Judged> {
+    if (fwd === undefined) return fromTls(request)
+    const counts = headerCounts(request, forwardedNames)
+    // a socket reports no address when it is a Unix socket, and also once a TCP client has gone:
+    // only a server listening on a path has Unix peers
+    const address = normaliseAddress(request.raw.socket?.remoteAddress)
+    if ((address !== undefined || typeof fastify.server.address() === 'string') && fwd.gate.byAddress?.(address) === true) return fromTrustedProxy(request, counts)
+    if (proxyPolicy !== undefined) return trustedByCertificate(request, counts, proxyPolicy)
+    return fromUntrusted(request, counts)
+  }
+
+  /** A proxy trusted by its client certificate (forwarded.trustedProxies.policy). */
+  async function trustedByCertificate (request: FastifyRequest, counts: HeaderCounts, policy: CompiledPolicy<FastifyRequest>): Promise<Judged> {
+    const proxy = await connectionOutcome(request)
+    if (proxy?.kind === 'ok' && await policy(proxy.identity, request)) return await fromTrustedProxy(request, counts)
+    return await fromUntrusted(request, counts)
+  }
+
+  function fromTrustedProxy (request: FastifyRequest, counts: HeaderCounts): Judged | Promise<Judged> {
+    const f = fwd as NonNullable<typeof fwd>
+    // past Node's header-line limit the rest is dropped silently: a repeat could be among them
+    const lines = request.raw.rawHeaders.length / 2
+    if (lines >= MAX_HEADER_LINES) {
+      return reject(request, 'FST_MTLS_CERT_MALFORMED', `${lines} header lines: too many to be sure the certificate header appears once`, null)
+        .then(() => ({ outcome: undefined, missing: 'too many header lines' }))
     }
+    // RFC 9440 lets Client-Cert-Chain span several lines (a list); every other header must appear once
+    const repeated = forwardedNames.find((n) => n !== f.chainHeader && (counts.get(n)?.count ?? 0) > 1)
+    if (repeated !== undefined) {
+      // reached only with enforce: false: a repeated header never yields an identity
+      return reject(request, 'FST_MTLS_CERT_MALFORMED', `header ${repeated} appears ${counts.get(repeated)?.count} times`, null)
+        .then(() => ({ outcome: undefined, missing: `header ${repeated} appears more than once` }))
+    }
+    const missing = 'the trusted proxy forwarded no client certificate'
+    const outcome = forwardedOutcome(request, counts)
+    return outcome instanceof Promise ? outcome.then((o) => ({ outcome: o, missing })) : { outcome, missing }
+  }
+
+  /** Headers from anyone but a trusted proxy are refused, never read; the TLS source still applies. */
+  function fromUntrusted (request: FastifyRequest, counts: HeaderCounts): Judged | Promise<Judged> {
+    const sent = forwardedNames.filter((n) => counts.has(n))
+    if (sent.length === 0) return fromTls(request)
+    return reject(request, 'FST_MTLS_FORWARDED_UNTRUSTED', `${sent.join(', ')} sent by ${String(request.raw.socket?.remoteAddress)}, which is not a trusted proxy`, null)
+      .then(() => fromTls(request))
+  }
+
+  function fromTls (request: FastifyRequest): Judged | Promise<Judged> {
     if (!tlsSource) return { outcome: undefined, missing: 'no forwarded client certificate (and the server does not ask for one itself)' }
-    return { outcome: await connectionOutcome(request), missing: 'no client certificate was presented' }
+    return connectionOutcome(request).then((outcome) => ({ outcome, missing: 'no client certificate was presented' }))
   }
 
   // Decoded certificate headers (the verdict is still taken per request): a proxy sends the same
@@ -490,7 +515,8 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
   // text, so texts that end alike only take turns.
   const decodedHeaders = new LruCache<string, { text: string, fingerprint: string, chain: readonly Buffer[] }>(1024)
 
-  async function forwardedOutcome (request: FastifyRequest, counts: ReturnType<typeof headerCounts>): Promise<Outcome | undefined> {
+  /** The verdict on the forwarded certificate: without a promise when its header was decoded before and its verdict is cached. */
+  function forwardedOutcome (request: FastifyRequest, counts: HeaderCounts): Outcome | undefined | Promise<Outcome | undefined> {
     const f = fwd as NonNullable<typeof fwd>
     const value = counts.get(f.header)?.values[0]
     if (value === undefined) return undefined
@@ -510,8 +536,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
         cert = parseForwarded(f.format, value, { xfccElement: f.xfccElement, ...(chainValue === undefined ? {} : { chainValue }) })
       } catch (err) {
         if (!(err instanceof MalformedHeader)) throw err
-        await reject(request, 'FST_MTLS_CERT_MALFORMED', `${f.header}: ${err.message}`, null)
-        return undefined
+        return reject(request, 'FST_MTLS_CERT_MALFORMED', `${f.header}: ${err.message}`, null).then(() => undefined)
       }
       if (cert === undefined) return undefined
       decoded = {
@@ -521,9 +546,9 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       }
       if (text.length <= MAX_DECODED_HEADER) decodedHeaders.set(memoKey, decoded)
     }
-    const outcome = await auth.authenticate(decoded.fingerprint, decoded.chain, 'forwarded')
-    if (outcome.kind === 'ok') noteVerdict(request, outcome)
-    return outcome
+    const outcome = auth.authenticate(decoded.fingerprint, decoded.chain, 'forwarded')
+    if (outcome instanceof Promise) return outcome.then((o) => noted(request, o))
+    return noted(request, outcome)
   }
 
   fastify.decorateRequest('clientIdentity', null)
@@ -684,7 +709,11 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
       } else {
         const known = rememberedForRequest(request)
         if (known === UNJUDGED) {
-          pending = requestOutcome(request).then(({ outcome, missing }) => authorise(request, reply, route, outcome, missing))
+          // a forwarded certificate seen before is judged without a promise too
+          const judged = requestOutcome(request)
+          pending = judged instanceof Promise
+            ? judged.then(({ outcome, missing }) => authorise(request, reply, route, outcome, missing))
+            : authorise(request, reply, route, judged.outcome, judged.missing)
         } else {
           counters.connectionReuses++
           pending = authorise(request, reply, route, known, 'no client certificate was presented')
