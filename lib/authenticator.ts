@@ -86,6 +86,15 @@ export interface OnlineChecks {
 }
 interface Negative { epoch: number, poolVersion: number, outcome: Extract<Outcome, { kind: 'fail' }>, expires: number }
 
+/**
+ * The positive cache's key for a forwarded leaf (a TLS leaf's key is its fingerprint): the
+ * identity records its source, so the verdicts of the two sources are kept apart. A caller
+ * that looks the same leaf up often keeps this string rather than building it each time.
+ */
+export function forwardedCacheKey (leafFingerprint: string): string {
+  return 'forwarded:' + leafFingerprint
+}
+
 export class Authenticator {
   private material: TrustMaterial
   private epochValue = 1
@@ -134,8 +143,8 @@ export class Authenticator {
    * authenticate() would answer first, without the chain (which can cost far more to read
    * than the leaf's fingerprint).
    */
-  cached (leafFingerprint: string): Extract<Outcome, { kind: 'ok' }> | undefined {
-    const hit = this.positive.get(leafFingerprint)
+  cached (cacheKey: string): Extract<Outcome, { kind: 'ok' }> | undefined {
+    const hit = this.positive.get(cacheKey)
     return hit !== undefined && hit.epoch === this.epochValue && hit.outcome.validUntil > this.now() ? hit.outcome : undefined
   }
 
@@ -143,7 +152,7 @@ export class Authenticator {
     const now = this.now()
     const epoch = this.epochValue
     // the identity records its source: verdicts of the two sources are kept apart
-    const cacheKey = source === 'tls' ? leafFingerprint : 'forwarded:' + leafFingerprint
+    const cacheKey = source === 'tls' ? leafFingerprint : forwardedCacheKey(leafFingerprint)
     const hit = this.positive.get(cacheKey)
     if (hit !== undefined && hit.epoch === epoch && hit.outcome.validUntil > now) return hit.outcome
 

@@ -163,9 +163,10 @@ export function keyWeakness (keyAlgorithm: AlgorithmIdentifier, key: KeyObject, 
 /** A SHA-256 fingerprint as Node prints one (`fingerprint256`): upper-case hex pairs joined by colons. */
 export function colonHex (hex: string): string {
   const upper = hex.toUpperCase()
-  let out = upper.slice(0, 2)
-  for (let i = 2; i < upper.length; i += 2) out += ':' + upper.slice(i, i + 2)
-  return out
+  // one flat string (join), not a chain of concatenations: it keys Maps on every request
+  const pairs: string[] = []
+  for (let i = 0; i < upper.length; i += 2) pairs.push(upper.slice(i, i + 2))
+  return pairs.join(':')
 }
 
 /** The SHA-256 fingerprint of DER bytes, formatted as Node's `fingerprint256`. */

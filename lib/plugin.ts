@@ -5,7 +5,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, 
 import fp from 'fastify-plugin'
 import { summarise, RejectionLog } from './audit.js'
 import { buildMetrics, MtlsCounters, type GuardCounts, type MtlsMetric, type RequestCounts } from './metrics.js'
-import { Authenticator, TrustMaterial, type Outcome } from './authenticator.js'
+import { Authenticator, forwardedCacheKey, TrustMaterial, type Outcome } from './authenticator.js'
 import { toDerList } from './der/pem.js'
 import { getCertificate } from './der/store.js'
 import { MtlsReloadInvalidError, rejectionError } from './errors.js'
@@ -510,10 +510,17 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
 
   // Decoded certificate headers (the verdict is still taken per request): a proxy sends the same
   // text for every request of a client, and decoding it costs more than the rest of the request
-  // (about 15 µs for an escaped PEM leaf, 20 µs with the fingerprint). Keyed by the text's last
-  // 64 characters, as hashing the whole text would cost about 2 µs; a hit must equal the whole
-  // text, so texts that end alike only take turns.
-  const decodedHeaders = new LruCache<string, { text: string, fingerprint: string, chain: readonly Buffer[] }>(1024)
+  // (about 15 µs for an escaped PEM leaf, 20 µs with the fingerprint). Keyed by a number mixed
+  // from the text's length and last 64 characters: hashing the whole text would cost about 2 µs,
+  // and even a 64-character slice is a new string V8 hashes again on every request. A hit must
+  // equal the whole text, so texts that collide (anyone can make some) only take turns: a cost
+  // in decoding, never another client's identity.
+  const decodedHeaders = new LruCache<number, { text: string, fingerprint: string, cacheKey: string, chain: readonly Buffer[] }>(1024)
+  const headerKey = (text: string): number => {
+    let h = text.length
+    for (let i = Math.max(0, text.length - 64); i < text.length; i++) h = (Math.imul(h, 31) + text.charCodeAt(i)) | 0
+    return h
+  }
 
   /** The verdict on the forwarded certificate: without a promise when its header was decoded before and its verdict is cached. */
   function forwardedOutcome (request: FastifyRequest, counts: HeaderCounts): Outcome | undefined | Promise<Outcome | undefined> {
@@ -528,7 +535,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     const chainValue = f.chainHeader === undefined ? undefined : counts.get(f.chainHeader)?.values.join(', ')
     // a header value cannot hold a line break, so '\n' keeps the two apart
     const text = chainValue === undefined ? value : value + '\n' + chainValue
-    const memoKey = text.slice(-64)
+    const memoKey = headerKey(text)
     let decoded = decodedHeaders.get(memoKey)
     if (decoded === undefined || decoded.text !== text) {
       let cert
@@ -539,14 +546,11 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
         return reject(request, 'FST_MTLS_CERT_MALFORMED', `${f.header}: ${err.message}`, null).then(() => undefined)
       }
       if (cert === undefined) return undefined
-      decoded = {
-        text,
-        fingerprint: sha256Fingerprint(cert.leaf),
-        chain: [cert.leaf, ...cert.chain]
-      }
+      const fingerprint = sha256Fingerprint(cert.leaf)
+      decoded = { text, fingerprint, cacheKey: forwardedCacheKey(fingerprint), chain: [cert.leaf, ...cert.chain] }
       if (text.length <= MAX_DECODED_HEADER) decodedHeaders.set(memoKey, decoded)
     }
-    const outcome = auth.authenticate(decoded.fingerprint, decoded.chain, 'forwarded')
+    const outcome = auth.cached(decoded.cacheKey) ?? auth.authenticate(decoded.fingerprint, decoded.chain, 'forwarded')
     if (outcome instanceof Promise) return outcome.then((o) => noted(request, o))
     return noted(request, outcome)
   }
