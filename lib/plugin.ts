@@ -724,12 +724,17 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
         }
       }
     } catch (err) {
-      done(err as Error)
+      failed(done, err)
       return
     }
     if (pending === undefined) done()
-    else pending.then(() => { done() }, done)
+    else pending.then(() => { done() }, (err: unknown) => { failed(done, err) })
   })
+
+  /** Fastify's `done` lets a request through on a falsy error: whatever was thrown, the request stops here. */
+  function failed (done: (err?: Error) => void, err: unknown): void {
+    done(err instanceof Error ? err : new Error(`fastify-mtls-auth: the request was refused after a failure that carried no error (${String(err)})`))
+  }
 
   /** The outcome against the policies: undefined when finished, or a promise of the rest. */
   function authorise (request: FastifyRequest, reply: FastifyReply, route: CompiledPolicy<FastifyRequest> | undefined, outcome: Outcome | undefined, missing: string): Promise<void> | undefined {

@@ -1,10 +1,10 @@
 // Regression tests from a review of lib/plugin.ts and lib/sources/forwarded.ts: each failed on the
 // code as first written. Each test states the attack; the assertions say what must happen.
 import t, { type Test } from 'tap'
-import Fastify, { type FastifyInstance, type FastifyRequest, type onRequestAsyncHookHandler } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type onRequestAsyncHookHandler } from 'fastify'
 import fastifyMtls from '../lib/index.js'
 import { compileGate, normaliseAddress } from '../lib/sources/forwarded.js'
-import { call, partner, XFCC } from './helpers/forwarded.js'
+import { call, partner, partnerCa, XFCC, xfcc } from './helpers/forwarded.js'
 
 const forwarded = { header: XFCC, format: 'xfcc' as const, trustedProxies: ['127.0.0.1'] }
 
@@ -60,4 +60,34 @@ t.test('the trusted-proxy gate ignores IPv6 zones', async (t) => {
   t.equal(zoned.byAddress?.(normaliseAddress('fe80::1%eth1')), false, 'fe80::1 on another interface is another host')
   const bare = compileGate(['fe80::1'])
   t.equal(bare.byAddress?.(normaliseAddress('fe80::1%docker0')), false, 'an entry without a zone does not say which link: it must not match every link')
+})
+
+// Attack (review of the callback-style onRequest hook): Fastify's `done(err)` lets the request go
+// on when `err` is falsy. A failure that throws or rejects with no error (here a logger whose
+// child() throws undefined while the identity is bound to request.log) would then reach the
+// handler unauthenticated. Expected: the request is refused (a 500), never handled.
+t.test('a failure without an error object inside the hook refuses the request', async (t) => {
+  const noop = (): void => {}
+  const logger = {
+    level: 'info',
+    info: noop,
+    warn: noop,
+    error: noop,
+    fatal: noop,
+    debug: noop,
+    trace: noop,
+    child (bindings: Record<string, unknown>) {
+      // eslint-disable-next-line no-throw-literal
+      if ('tls.client.hash.sha256' in bindings) throw undefined
+      return logger
+    }
+  }
+  const app = Fastify({ loggerInstance: logger as unknown as FastifyBaseLogger })
+  await app.register(fastifyMtls, { ca: partner.root.pem, forwarded })
+  let handled = 0
+  app.get('/', async () => { handled++; return { ok: true } })
+  const url = await listen(t, app)
+  const res = await call(url, '/', { headers: { [XFCC]: xfcc(partner.leaf, [partnerCa]) } })
+  t.equal(res.status, 500, 'refused')
+  t.equal(handled, 0, 'the handler never ran')
 })
