@@ -185,6 +185,7 @@ t.test('sameHandshake: the Finished message tells a new handshake; only then is 
   let leafReads = 0
   const socket = {
     getFinished: () => finished,
+    isSessionReused: () => false,
     getSession: () => undefined,
     getPeerCertificate: () => {
       leafReads++

@@ -61,18 +61,22 @@ export function presentedChain (socket: TLSSocket, max: number): PresentedChain 
 /**
  * The leaf's fingerprint only (no chain): what finds a cached verdict on a new connection.
  *
- * It is read from the serialised session, getSession(): OpenSSL's peer certificate *is* the
- * session's `peer` field (after a full handshake as after a resumed one), so both name the same
- * certificate, and the read costs less than any other: getPeerCertificate(false) decodes names,
- * three digests and the public key into an object (0.07-0.15 ms here, several per cent of a full
- * handshake); getPeerX509Certificate() copies the chain and, after a full handshake, cuts it
- * (top of this file). The serialisation also holds the session's secret, so the buffer is zeroed
- * before this function returns, whatever happens; only the certificate's bytes are hashed, and
- * nothing of the buffer is kept or turned into a string. Anything unexpected in it (another TLS
- * library, a field we do not know where the peer should be) falls back to
- * getPeerCertificate(false).
+ * On a resumed session the server holds the leaf alone (OpenSSL keeps no peer chain in a
+ * session), so getPeerX509Certificate() has no chain to copy or cut there, and it is the
+ * cheapest read (38 µs on a fresh resumed connection here, against 56 µs from the session and
+ * 190 µs for getPeerCertificate(false)).
+ *
+ * After a full handshake the leaf is read from the serialised session, getSession(): OpenSSL's
+ * peer certificate *is* the session's `peer` field, so both name the same certificate, and the
+ * read costs about half of getPeerCertificate(false), which decodes names, three digests and the
+ * public key into an object; getPeerX509Certificate() would copy the chain and cut it (top of
+ * this file). The serialisation also holds the session's secret, so the buffer is zeroed before
+ * the read returns, whatever happens; only the certificate's bytes are copied out. Anything
+ * unexpected in it (another TLS library, a field we do not know where the peer should be)
+ * falls back to getPeerCertificate(false).
  */
 export function leafFingerprint (socket: TLSSocket): string | undefined {
+  if (socket.isSessionReused()) return socket.getPeerX509Certificate()?.fingerprint256
   return sessionLeafFingerprint(socket) ?? (socket.getPeerCertificate(false) as unknown as PeerCert | undefined)?.fingerprint256
 }
 
