@@ -1,6 +1,6 @@
 // The Fastify plugin: a thin shell around the authenticator and the policy compiler.
 import { createHash, randomBytes, X509Certificate } from 'node:crypto'
-import { Server as TlsServer } from 'node:tls'
+import { Server as TlsServer, type TLSSocket } from 'node:tls'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { summarise, RejectionLog } from './audit.js'
@@ -22,7 +22,7 @@ import type { CertificateInput, TrustAnchorInput } from './types.js'
 import type { DenyEntry } from './options.js'
 import { invalid, normaliseOptions, type FastifyMtlsOptions, type MtlsRejection, type NormalisedPluginOptions } from './options.js'
 import { compilePolicy, PolicyError, type CompiledPolicy } from './policy.js'
-import { leafFingerprint, presentedChain, sameHandshake, tlsPeer, type HandshakeMark, type PresentedChain, type TlsPeer } from './sources/tls.js'
+import { leafFingerprint, presentedChain, sameHandshake, tlsConnectionOf, tlsPeer, tlsSocketOf, type HandshakeMark, type PresentedChain } from './sources/tls.js'
 import { headerCounts, MAX_HEADER_LINES, normaliseAddress } from './sources/forwarded.js'
 import { MalformedHeader, parseForwarded } from './sources/forwarded-formats.js'
 import type { ClientIdentity, Policy, RejectionCode } from './types.js'
@@ -375,9 +375,9 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
    * UNJUDGED when the connection must be judged (first request, new trust epoch, verdict
    * expired, another leaf after a TLS 1.2 renegotiation).
    */
-  function remembered (peer: TlsPeer, state: ConnectionState | undefined): Outcome | undefined | typeof UNJUDGED {
+  function remembered (socket: TLSSocket, state: ConnectionState | undefined): Outcome | undefined | typeof UNJUDGED {
     if (state === undefined || state.epoch !== auth.epoch) return UNJUDGED
-    if (state.renegotiable && !sameHandshake(peer.socket, state)) return UNJUDGED
+    if (state.renegotiable && !sameHandshake(socket, state)) return UNJUDGED
     const out = state.outcome
     return out === undefined || out.kind === 'fail' || out.validUntil > Date.now() ? out : UNJUDGED
   }
@@ -386,7 +386,7 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     const peer = tlsPeer(request)
     if (peer === undefined) return undefined
     let state = connections.get(peer.connection)
-    const known = remembered(peer, state)
+    const known = remembered(peer.socket, state)
     if (known !== UNJUDGED) return known
     // the leaf first, the chain only when no cached verdict answers for it: on a new connection
     // (Node 20, OpenSSL 3.0, P-256) the leaf costs about 0.06 ms (0.1 ms resumed) and
@@ -650,8 +650,42 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     fastify.addHook('onClose', async () => { watcher.close() })
   }
 
-  /** Route config of a route registered before the plugin is compiled on its first request. */
+  /**
+   * The route's policy on every request. `request.routeOptions` is a getter that builds and
+   * freezes a new object each time; the route's config is read instead from the route context
+   * Fastify keeps on the request (its `fastify.context` symbol), once that context's config has
+   * been seen to be the very object routeOptions reports (checked once per route). Without that
+   * symbol, or for a config compiled here for the first time, routeOptions is read.
+   */
   function routePolicyAtRequest (request: FastifyRequest): CompiledPolicy<FastifyRequest> | false | undefined {
+    const mtls = (routeConfigOf(request) as { mtls?: unknown } | undefined)?.mtls
+    if (mtls === undefined) return undefined
+    if (mtls === false) return false
+    if (mtls === true) return anyIdentity
+    return (typeof mtls === 'object' && mtls !== null ? routePolicies.get(mtls) : undefined) ?? routePolicyFirstTime(request)
+  }
+
+  let contextSymbol: symbol | null | undefined
+  const checkedContexts = new WeakSet<object>()
+  function routeConfigOf (request: FastifyRequest): unknown {
+    if (contextSymbol === undefined) contextSymbol = Object.getOwnPropertySymbols(request).find((sym) => sym.description === 'fastify.context') ?? null
+    if (contextSymbol !== null) {
+      const context = (request as unknown as Record<symbol, { config?: unknown } | undefined>)[contextSymbol]
+      if (typeof context === 'object' && context !== null) {
+        if (checkedContexts.has(context)) return context.config
+        if (context.config === request.routeOptions.config) {
+          checkedContexts.add(context)
+          return context.config
+        }
+      }
+      // not what it was taken for: routeOptions from now on
+      contextSymbol = null
+    }
+    return request.routeOptions.config
+  }
+
+  /** Route config of a route registered before the plugin is compiled on its first request. */
+  function routePolicyFirstTime (request: FastifyRequest): CompiledPolicy<FastifyRequest> | false | undefined {
     try {
       // routeOptions is a getter that builds a new object: read once
       const options = request.routeOptions
@@ -694,10 +728,10 @@ async function plugin (fastify: FastifyInstance, rawOptions: FastifyMtlsOptions)
     reply.log = child
   }
 
-  /** The verdict remembered on the request's TLS connection (only source without `forwarded`), without waiting. */
+  /** The verdict remembered on the request's TLS connection (only source without `forwarded`), without waiting or allocating. */
   function rememberedForRequest (request: FastifyRequest): Outcome | undefined | typeof UNJUDGED {
-    const peer = fwd === undefined ? tlsPeer(request) : undefined
-    return peer === undefined ? UNJUDGED : remembered(peer, connections.get(peer.connection))
+    const socket = fwd === undefined ? tlsSocketOf(request) : undefined
+    return socket === undefined ? UNJUDGED : remembered(socket, connections.get(tlsConnectionOf(request, socket)))
   }
 
   // Every request passes here. The hook takes Fastify's `done` callback rather than returning a

@@ -91,3 +91,22 @@ t.test('a failure without an error object inside the hook refuses the request', 
   t.equal(res.status, 500, 'refused')
   t.equal(handled, 0, 'the handler never ran')
 })
+
+// The plugin reads each request's route config from the route context Fastify keeps on the
+// request (no object built per request), after checking once per route that it is the object
+// request.routeOptions reports. If a Fastify upgrade moves it, the plugin falls back to
+// routeOptions (correct, slower): this test says so.
+t.test('the route context on the request holds the same config as routeOptions (the fast path is in use)', async (t) => {
+  const app = Fastify()
+  const seen: Array<{ url: string, same: boolean }> = []
+  app.addHook('onRequest', async (request) => {
+    const sym = Object.getOwnPropertySymbols(request).find((s) => s.description === 'fastify.context')
+    const context = sym === undefined ? undefined : (request as unknown as Record<symbol, { config?: unknown }>)[sym]
+    seen.push({ url: request.url, same: context !== undefined && context.config === request.routeOptions.config })
+  })
+  app.get('/a', { config: { mtls: false } }, async () => 'a')
+  await app.register(async (scope) => { scope.get('/b', { config: { mtls: { subject: { O: 'x' } } } }, async () => 'b') }, { prefix: '/p' })
+  await app.ready()
+  for (const [method, url] of [['GET', '/a'], ['HEAD', '/a'], ['GET', '/p/b'], ['GET', '/missing']] as const) await app.inject({ method, url })
+  t.same(seen.map((s) => s.same), [true, true, true, true], JSON.stringify(seen))
+})

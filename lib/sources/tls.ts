@@ -22,12 +22,22 @@ interface MaybeHttp2Raw {
 }
 
 export function tlsPeer (request: FastifyRequest): TlsPeer | undefined {
+  const socket = tlsSocketOf(request)
+  return socket === undefined ? undefined : { connection: tlsConnectionOf(request, socket), socket }
+}
+
+/** The request's TLS socket (the HTTP/2 session's), without allocating: the path of every kept-alive request. */
+export function tlsSocketOf (request: FastifyRequest): TLSSocket | undefined {
   const raw = request.raw as unknown as MaybeHttp2Raw
-  const session = raw.stream?.session
-  if (session?.socket !== undefined) return { connection: session, socket: session.socket }
+  const sessionSocket = raw.stream?.session?.socket
+  if (sessionSocket !== undefined) return sessionSocket
   const socket = raw.socket
-  if (socket?.encrypted !== true) return undefined
-  return { connection: socket, socket }
+  return socket?.encrypted === true ? socket : undefined
+}
+
+/** What a verdict is remembered on for a request whose TLS socket is `socket`: its HTTP/2 session, or the socket. */
+export function tlsConnectionOf (request: FastifyRequest, socket: TLSSocket): object {
+  return (request.raw as unknown as MaybeHttp2Raw).stream?.session ?? socket
 }
 
 interface PeerCert { raw?: Buffer, fingerprint256?: string, issuerCertificate?: PeerCert }
