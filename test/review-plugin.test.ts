@@ -110,3 +110,25 @@ t.test('the route context on the request holds the same config as routeOptions (
   for (const [method, url] of [['GET', '/a'], ['HEAD', '/a'], ['GET', '/p/b'], ['GET', '/missing']] as const) await app.inject({ method, url })
   t.same(seen.map((s) => s.same), [true, true, true, true], JSON.stringify(seen))
 })
+
+// The fallback of the same fast path: when the route context's config is not the object
+// routeOptions reports (simulated: routeOptions replaced on one request), the plugin stops
+// trusting the context and reads routeOptions from then on.
+t.test('a route context whose config is not routeOptions\' object: routeOptions decides, from then on', async (t) => {
+  const app = Fastify()
+  let override = true
+  app.addHook('onRequest', async (request) => {
+    if (!override) return
+    override = false
+    const options = request.routeOptions
+    Object.defineProperty(request, 'routeOptions', { value: { ...options, config: { ...options.config, mtls: false } } })
+  })
+  await app.register(fastifyMtls, { ca: partner.root.pem, forwarded })
+  app.get('/', async (request) => ({ identity: request.clientIdentity === null ? 'none' : 'some' }))
+  const url = await listen(t, app)
+  const first = await call(url, '/')
+  t.equal(first.status, 200, 'the overridden routeOptions (mtls: false) decided: exempt')
+  const second = await call(url, '/')
+  t.equal(second.status, 401, 'the route itself requires a certificate')
+  t.equal(second.body?.code, 'FST_MTLS_CERT_MISSING')
+})
