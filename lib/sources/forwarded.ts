@@ -133,9 +133,9 @@ export const MAX_HEADER_LINES = 1000
 
 /**
  * How often each of `names` appears among the request's raw header lines (a name that does
- * not appear has no entry). Node joins a
- * repeated header with ", " (which looks like a valid multi-hop XFCC list), and
- * headersDistinct does not exist under HTTP/2, so the raw lines are counted.
+ * not appear has no entry). Node joins a repeated header with ", " (which looks like a valid
+ * multi-hop XFCC list), and headersDistinct does not exist under HTTP/2, so the raw lines are
+ * counted.
  */
 export function headerCounts (request: FastifyRequest, names: readonly string[]): Map<string, { count: number, values: string[] }> {
   // entries only for the names that appear: this runs on every request from a proxy

@@ -1,10 +1,11 @@
 // The client certificate as the TLS layer received it, for HTTP/1.1 and HTTP/2.
 // Node 20's getPeerX509Certificate() deletes the leaf from OpenSSL's peer chain on the
 // server side, after which getPeerCertificate(true) returns the leaf alone (nodejs/node
-// #65579 describes the mechanism). So the plugin never calls it: the chain is read with
-// getPeerCertificate(true), once per connection and only when no cached verdict answers for
-// the leaf, and the leaf alone from the serialised session (leafFingerprint below): the plugin
-// must not change what the application's own code reads from the socket.
+// #65579 describes the mechanism). So the plugin calls it only on a resumed session, which has
+// no chain to lose; the chain is read with getPeerCertificate(true), once per connection and only
+// when no cached verdict answers for the leaf, and after a full handshake the leaf alone comes
+// from the serialised session (leafFingerprint below): the plugin must not change what the
+// application's own code reads from the socket.
 import type { TLSSocket } from 'node:tls'
 import type { FastifyRequest } from 'fastify'
 import { sha256Fingerprint } from '../crypto.js'
